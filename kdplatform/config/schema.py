@@ -1,0 +1,120 @@
+"""Typed configuration of depthkd (pydantic v2).
+
+Every model forbids unknown keys, so a typo is an error that names the key instead of a setting
+that silently does nothing. Configs cross process boundaries (Ray workers) as plain dicts
+(`cfg.model_dump(mode="json")`) and become typed again with `model_validate`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class StrictModel(BaseModel):
+    """Base of every config section: unknown keys are errors, values are re-validated on set."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def default_workers() -> int:
+    """Processes for CPU-bound data work: the cores this process may use, at most 8."""
+    return max(1, min(8, len(os.sched_getaffinity(0))))
+
+
+def depthkd_home() -> Path:
+    """Root of all local state of the embedded default: `$DEPTHKD_HOME`, default `./.depthkd`."""
+    return Path(os.environ.get("DEPTHKD_HOME", ".depthkd")).resolve()
+
+
+class SynthConfig(StrictModel):
+    """Procedural RGB-D data written in a real dataset's raw layout."""
+
+    layout: Literal["kitti", "nyu"] = "nyu"
+    n: int = Field(200, ge=1, description="number of frames, train + test")
+    seed: int = 0
+    height: int | None = Field(None, ge=16, description="frame height; native size if unset")
+    width: int | None = Field(None, ge=16, description="frame width; native size if unset")
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+
+
+class PrepareConfig(StrictModel):
+    """Options of `depthkd data prepare`: one raw split to one set of shards."""
+
+    dataset: str = Field(description="kitti | nyu | nyu-mat | folder")
+    root: Path = Field(description="raw dataset root (the .mat file for nyu-mat)")
+    split: str = Field(pattern=r"^[A-Za-z0-9_]+$", description="shard split name, e.g. train")
+    out: Path
+    split_file: Path | None = None
+    gt_root: Path | None = Field(None, description="KITTI annotated-depth root (default: root)")
+    shard_size: int = Field(1000, ge=1, description="samples per shard")
+    workers: int = Field(default_factory=default_workers, ge=1)
+    on_error: Literal["raise", "skip"] = "raise"
+    force: bool = False
+    depth_scale: float | None = Field(None, gt=0, description="folder: metres = value / scale")
+    invalid_value: int = Field(0, ge=0, le=65535, description="folder: extra invalid depth value")
+    focal: float | None = Field(None, gt=0, description="folder: focal length in pixels")
+    subset: Literal["train", "test"] | None = Field(None, description="nyu-mat: index list")
+    depth_field: Literal["rawDepths", "depths"] = "rawDepths"
+
+
+class AugmentConfig(StrictModel):
+    """Train-time augmentation; geometric ops move rgb and depth together.
+
+    Order: KB crop → rotation → random crop → CutFlip → horizontal flip → photometric.
+    """
+
+    kb_crop: bool = False
+    rotation_deg: float = Field(0.0, ge=0.0, le=45.0, description="max |angle|, uniform")
+    crop: tuple[int, int] | None = Field(None, description="random crop (height, width)")
+    hflip_p: float = Field(0.5, ge=0.0, le=1.0)
+    photometric_p: float = Field(0.5, ge=0.0, le=1.0)
+    gamma: tuple[float, float] = (0.9, 1.1)
+    brightness: tuple[float, float] = (0.9, 1.1)
+    colour: tuple[float, float] = (0.9, 1.1)
+    cutflip_p: float = Field(0.0, ge=0.0, le=1.0)
+    cutflip_range: tuple[float, float] = (0.2, 0.8)
+
+    @field_validator("gamma", "brightness", "colour", "cutflip_range")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1]:
+            raise ValueError(f"must be (low, high) with 0 < low <= high, got {value}")
+        return value
+
+    @field_validator("crop")
+    @classmethod
+    def _positive_crop(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and min(value) < 1:
+            raise ValueError(f"crop must be (height, width) >= 1, got {value}")
+        return value
+
+
+class DataConfig(StrictModel):
+    """Where the shards are and how the loader streams them."""
+
+    shards: Path | None = Field(
+        None,
+        description="prepared shard dir; unset: the bundled synthetic set in DEPTHKD_HOME",
+    )
+    synthetic: SynthConfig = SynthConfig()
+    train_split: str = "train"
+    eval_split: str = "test"
+    batch_size: int = Field(8, ge=1)
+    eval_batch_size: int = Field(4, ge=1)
+    num_workers: int = Field(2, ge=0, description="loader processes per rank")
+    shuffle_buffer: int = Field(256, ge=0)
+    steps_per_epoch: int = Field(50, ge=1, description="batches per rank per epoch")
+    eval_kb_crop: bool = Field(False, description="KB-crop eval frames (KITTI kb-cropped protocol)")
+    augment: AugmentConfig = AugmentConfig()
+
+
+class ExperimentConfig(StrictModel):
+    """One experiment, one file: what a pipeline runs (later issues add model/train sections)."""
+
+    name: str = Field("demo", pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    data: DataConfig = DataConfig()

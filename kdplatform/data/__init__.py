@@ -1,0 +1,1 @@
+"""Data layer: raw sources, WebDataset shards, augmentation and the DDP-safe loader."""
