@@ -1,0 +1,108 @@
+"""Train-time augmentation of an rgb/depth pair (numpy, HWC), every op seedable.
+
+Geometric ops (KB crop, rotation, random crop, CutFlip, flip) move rgb and depth together so they
+stay aligned pixel for pixel; depth is only ever resampled with nearest neighbour so no depth value
+is invented at object edges. Photometric ops touch rgb only.
+
+CutFlip (URCDC-Depth): with probability p draw h uniformly in [lo·H, hi·H] and swap the top and
+bottom bands, i.e. roll rgb and depth vertically by h. It breaks the prior that depth depends only
+on the image row, and is applied after the crop and before the flip.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from kdplatform.config.schema import AugmentConfig
+from kdplatform.data.constants import KB_CROP
+from kdplatform.errors import DataError
+
+Pair = tuple[np.ndarray, np.ndarray]  # rgb (H, W, 3), depth (H, W) float32 metres
+
+
+def kb_crop(rgb: np.ndarray, depth: np.ndarray) -> Pair:
+    """KITTI benchmark crop: the bottom 352 rows and the centred 1216 columns."""
+    height, width = depth.shape
+    crop_h, crop_w = KB_CROP
+    if height < crop_h or width < crop_w:
+        raise DataError(f"KB crop needs at least {crop_h}x{crop_w}, got {height}x{width}")
+    top, left = height - crop_h, (width - crop_w) // 2
+    return rgb[top:, left : left + crop_w], depth[top:, left : left + crop_w]
+
+
+def random_crop(
+    rgb: np.ndarray, depth: np.ndarray, size: tuple[int, int], rng: np.random.Generator
+) -> Pair:
+    """A crop of `size` (height, width) at a uniformly random position."""
+    height, width = depth.shape
+    crop_h, crop_w = size
+    if height < crop_h or width < crop_w:
+        raise DataError(
+            f"random crop {crop_h}x{crop_w} is larger than the image {height}x{width}",
+            hint="lower data.augment.crop",
+        )
+    top = int(rng.integers(0, height - crop_h + 1))
+    left = int(rng.integers(0, width - crop_w + 1))
+    return rgb[top : top + crop_h, left : left + crop_w], depth[
+        top : top + crop_h, left : left + crop_w
+    ]
+
+
+def rotate(rgb: np.ndarray, depth: np.ndarray, angle_deg: float) -> Pair:
+    """Rotates about the centre; rgb bilinear, depth nearest; uncovered corners get depth 0."""
+    rgb_out = Image.fromarray(rgb).rotate(angle_deg, resample=Image.Resampling.BILINEAR)
+    depth_out = Image.fromarray(depth, mode="F").rotate(
+        angle_deg, resample=Image.Resampling.NEAREST
+    )
+    return np.asarray(rgb_out), np.asarray(depth_out)
+
+
+def cutflip(rgb: np.ndarray, depth: np.ndarray, h: int) -> Pair:
+    """Swaps the top `h` rows with the rest (a vertical roll by -h) in rgb and depth alike."""
+    return np.roll(rgb, -h, axis=0), np.roll(depth, -h, axis=0)
+
+
+def hflip(rgb: np.ndarray, depth: np.ndarray) -> Pair:
+    """Mirrors rgb and depth left-right."""
+    return rgb[:, ::-1], depth[:, ::-1]
+
+
+def photometric(rgb: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """Random gamma, brightness and per-channel colour on a float image in [0, 1] (BTS style)."""
+    gamma = rng.uniform(*cfg.gamma)
+    brightness = rng.uniform(*cfg.brightness)
+    colour = rng.uniform(*cfg.colour, size=3).astype(np.float32)
+    return np.clip((rgb**gamma) * brightness * colour, 0.0, 1.0)
+
+
+def augment(
+    rgb: np.ndarray, depth: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator
+) -> Pair:
+    """Applies the configured train-time ops in order.
+
+    Args:
+        rgb: uint8 (H, W, 3).
+        depth: float32 (H, W) metres, 0 = invalid.
+        cfg: which ops run and their ranges.
+        rng: the source of every random choice, so a seed reproduces the result.
+
+    Returns:
+        rgb float32 (h, w, 3) in [0, 1] and depth float32 (h, w), both contiguous.
+    """
+    if cfg.kb_crop:
+        rgb, depth = kb_crop(rgb, depth)
+    if cfg.rotation_deg > 0:
+        rgb, depth = rotate(rgb, depth, float(rng.uniform(-cfg.rotation_deg, cfg.rotation_deg)))
+    if cfg.crop is not None:
+        rgb, depth = random_crop(rgb, depth, cfg.crop, rng)
+    if rng.random() < cfg.cutflip_p:
+        height = depth.shape[0]
+        lo, hi = cfg.cutflip_range
+        rgb, depth = cutflip(rgb, depth, int(rng.integers(int(lo * height), int(hi * height) + 1)))
+    if rng.random() < cfg.hflip_p:
+        rgb, depth = hflip(rgb, depth)
+    image = rgb.astype(np.float32) / 255.0
+    if rng.random() < cfg.photometric_p:
+        image = photometric(image, cfg, rng)
+    return np.ascontiguousarray(image), np.ascontiguousarray(depth)

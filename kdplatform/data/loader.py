@@ -1,0 +1,213 @@
+"""DDP-safe WebDataset streams of prepared shards.
+
+Training: `resampled=True` shard sampling (so a rank never runs dry), `split_by_node` and
+`split_by_worker`, a sample shuffle buffer, augmentation, `batched(partial=False)` and
+`WebLoader(...).with_epoch(steps)`: every rank yields exactly `steps_per_epoch` full batches, since
+unequal counts hang DDP. Each epoch builds a fresh loader whose random streams are keyed by
+(seed, epoch, rank, worker), so a run and its resume see the same data.
+
+Evaluation: shards are split by rank (uneven counts allowed) and then by loader worker, no
+resampling, `partial=True`: every sample is seen exactly once across all ranks, with its key.
+
+Depth is decoded losslessly (uint16 PNG → float32 metres = value / depth_scale) before batching;
+webdataset's own image decoders would reduce 16-bit PNGs to 8 bits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Iterable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import webdataset as wds
+
+from kdplatform.config.schema import AugmentConfig, DataConfig
+from kdplatform.data import augment as aug
+from kdplatform.data import images
+from kdplatform.data.shards import shard_paths
+from kdplatform.errors import DataError
+
+Batch = dict[str, Any]
+
+
+def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
+    """Turns a raw shard sample (bytes) into rgb uint8 (H, W, 3) and depth float32 metres (H, W).
+
+    Invalid pixels (0, or the dataset's `invalid_value`) are 0 in the result; samples without GT
+    get an all-zero depth so they batch with the rest.
+    """
+    key = sample["__key__"]
+    meta = json.loads(sample["meta.json"])
+    rgb_bytes = sample.get("rgb.png") or sample.get("rgb.jpg")
+    if rgb_bytes is None:
+        raise DataError(f"{sample.get('__url__', '?')}:{key}: sample has no rgb.png or rgb.jpg")
+    rgb = images.decode_rgb(rgb_bytes, key)
+    if "depth.png" in sample:
+        stored = images.decode_depth(sample["depth.png"], key)
+        depth = stored.astype(np.float32) / np.float32(meta["depth_scale"])
+        if meta.get("invalid_value", 0):
+            depth[stored == meta["invalid_value"]] = 0.0
+    else:
+        depth = np.zeros(rgb.shape[:2], np.float32)
+    return {
+        "key": key,
+        "rgb": rgb,
+        "depth": depth,
+        "focal": meta.get("focal") or 0.0,
+        "has_gt": bool(meta["has_gt"]),
+    }
+
+
+def collate(samples: list[dict[str, Any]]) -> Batch:
+    """Stacks decoded samples into tensors.
+
+    Returns:
+        image (B, 3, H, W) float32 in [0, 1]; depth (B, 1, H, W) float32 metres; valid (B, 1, H, W)
+        bool (depth > 0); focal (B,) float32; has_gt (B,) bool; key list[str].
+    """
+    sizes = {s["depth"].shape for s in samples}
+    if len(sizes) > 1:
+        raise DataError(
+            f"cannot batch images of different sizes {sorted(sizes)} (keys "
+            f"{[s['key'] for s in samples][:4]})",
+            hint="set data.augment.crop for training, or data.eval_batch_size=1",
+        )
+    image = np.stack([_as_float_rgb(s["rgb"]) for s in samples]).transpose(0, 3, 1, 2)
+    depth = torch.from_numpy(np.stack([s["depth"] for s in samples]))[:, None]  # (B, 1, H, W)
+    return {
+        "image": torch.from_numpy(np.ascontiguousarray(image)),
+        "depth": depth,
+        "valid": depth > 0,
+        "focal": torch.tensor([s["focal"] for s in samples], dtype=torch.float32),
+        "has_gt": torch.tensor([s["has_gt"] for s in samples]),
+        "key": [s["key"] for s in samples],
+    }
+
+
+def _as_float_rgb(rgb: np.ndarray) -> np.ndarray:
+    return rgb if rgb.dtype == np.float32 else rgb.astype(np.float32) / 255.0
+
+
+def rank_info() -> tuple[int, int]:
+    """(rank, world_size) of this process: torch.distributed, else RANK/WORLD_SIZE, else (0, 1)."""
+    rank, world_size, _, _ = wds.utils.pytorch_worker_info()
+    if dist.is_available() and dist.is_initialized():
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+    return rank, world_size
+
+
+def _export_rank(worker_id: int, *, rank: int, world_size: int) -> None:
+    """DataLoader worker init: a spawned worker cannot see the parent's process group, so
+    `split_by_node` and the per-worker seeds read the rank from the environment instead."""
+    os.environ["RANK"], os.environ["WORLD_SIZE"] = str(rank), str(world_size)
+
+
+def _worker_rng(seed: int, epoch: int) -> np.random.Generator:
+    """A generator unique to (seed, epoch, rank, loader worker)."""
+    rank, _, worker, _ = wds.utils.pytorch_worker_info()
+    return np.random.default_rng([seed, epoch, rank, worker])
+
+
+def _shuffle_decode_augment(
+    src: Iterable[dict[str, Any]], *, cfg: AugmentConfig, buffer: int, seed: int, epoch: int
+) -> Iterator[dict[str, Any]]:
+    """Pipeline stage: shuffle raw samples in a buffer, then decode and augment them."""
+    rng = _worker_rng(seed, epoch)
+    picker = random.Random(int(rng.integers(1 << 62)))
+    pool: list[dict[str, Any]] = []
+    for raw in src:
+        pool.append(raw)
+        if len(pool) > buffer:
+            yield _augmented(pool.pop(picker.randrange(len(pool))), cfg, rng)
+    picker.shuffle(pool)
+    for raw in pool:
+        yield _augmented(raw, cfg, rng)
+
+
+def _augmented(raw: dict[str, Any], cfg: AugmentConfig, rng: np.random.Generator) -> dict[str, Any]:
+    sample = decode_sample(raw)
+    sample["rgb"], sample["depth"] = aug.augment(sample["rgb"], sample["depth"], cfg, rng)
+    return sample
+
+
+def train_loader(
+    shards: Path, split: str, cfg: DataConfig, *, seed: int, epoch: int = 0
+) -> wds.WebLoader:
+    """The training stream of one epoch: exactly `cfg.steps_per_epoch` batches on every rank.
+
+    Args:
+        shards: prepared shard dir (absolute: Ray workers change directory).
+        split: split name in the manifest.
+        cfg: batch size, workers, shuffle buffer, augmentation.
+        seed: run seed; with `epoch`, rank and worker it keys every random choice.
+        epoch: epoch number, so that each epoch sees different shards and augmentations.
+    """
+    urls = [str(p) for p in shard_paths(shards, split)]
+    rank, world_size = rank_info()
+    pipeline = wds.DataPipeline(
+        wds.ResampledShards(urls, seed=seed * 100_003 + epoch, deterministic=True),
+        wds.split_by_node,
+        wds.split_by_worker,
+        wds.tarfile_to_samples(),
+        partial(
+            _shuffle_decode_augment,
+            cfg=cfg.augment,
+            buffer=cfg.shuffle_buffer,
+            seed=seed,
+            epoch=epoch,
+        ),
+        wds.batched(cfg.batch_size, collation_fn=collate, partial=False),
+    )
+    loader = wds.WebLoader(
+        pipeline,
+        batch_size=None,
+        num_workers=cfg.num_workers,
+        worker_init_fn=partial(_export_rank, rank=rank, world_size=world_size),
+    )
+    return loader.with_epoch(cfg.steps_per_epoch)
+
+
+def _decode_for_eval(raw: dict[str, Any], *, kb_crop: bool) -> dict[str, Any]:
+    sample = decode_sample(raw)
+    if kb_crop:
+        sample["rgb"], sample["depth"] = aug.kb_crop(sample["rgb"], sample["depth"])
+    return sample
+
+
+def eval_loader(
+    shards: Path,
+    split: str,
+    cfg: DataConfig,
+    *,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> Iterable[Batch]:
+    """The evaluation stream of this rank: its share of the shards, each sample exactly once.
+
+    Args:
+        shards: prepared shard dir.
+        split: split name in the manifest.
+        cfg: eval batch size, workers, optional KB crop.
+        rank: this rank; default from the environment or torch.distributed.
+        world_size: number of ranks; default likewise.
+    """
+    if rank is None or world_size is None:
+        rank, world_size = rank_info()
+    mine = [str(p) for p in shard_paths(shards, split)][rank::world_size]
+    if not mine:
+        return []
+    pipeline = wds.DataPipeline(
+        wds.SimpleShardList(mine),
+        wds.split_by_worker,
+        wds.tarfile_to_samples(),
+        wds.map(partial(_decode_for_eval, kb_crop=cfg.eval_kb_crop)),
+        wds.batched(cfg.eval_batch_size, collation_fn=collate, partial=True),
+    )
+    return wds.WebLoader(pipeline, batch_size=None, num_workers=min(cfg.num_workers, len(mine)))
