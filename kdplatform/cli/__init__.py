@@ -1,0 +1,1 @@
+"""The `depthkd` command-line interface: one module per subcommand."""

@@ -1,0 +1,148 @@
+"""`depthkd data synth|prepare|verify`: raw data to verified WebDataset shards."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from kdplatform.config.loader import validate_options
+from kdplatform.config.schema import PrepareConfig, SynthConfig, default_workers
+from kdplatform.data.shards import prepare_shards, verify_shards
+from kdplatform.data.sources import DATASETS, build_source
+from kdplatform.data.sources.synthetic import write_synthetic
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("data", help="generate, prepare and verify datasets")
+    sub = parser.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+
+    synth = sub.add_parser(
+        "synth",
+        help="write a procedural RGB-D dataset in the KITTI or NYU raw layout",
+        description="Procedural scenes with real depth cues (ground plane, objects at known "
+        "distances, occlusion, texture scale), written like the real dataset: images, uint16 "
+        "depth PNGs and split files at OUT/splits/{train,test}.txt. Deterministic for a seed.",
+    )
+    synth.add_argument("--layout", choices=["kitti", "nyu"], required=True)
+    synth.add_argument("--out", type=Path, required=True, help="output directory")
+    synth.add_argument("--n", type=int, default=200, help="frames, train + test (default 200)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--height", type=int, help="frame height (default: native size)")
+    synth.add_argument("--width", type=int, help="frame width (default: native size)")
+    synth.add_argument("--test-fraction", type=float, default=0.2)
+    synth.add_argument("--workers", type=int, default=default_workers())
+    synth.set_defaults(run=run_synth)
+
+    prepare = sub.add_parser(
+        "prepare",
+        help="write a raw split into WebDataset shards + manifest.json",
+        description="Reads a raw split, checks every sample (readable images, uint16 depth, "
+        "matching sizes) and writes OUT/SPLIT-%%06d.tar plus OUT/manifest.json, last and "
+        "atomically. Re-running over a complete output is a no-op.",
+    )
+    prepare.add_argument("--dataset", required=True, choices=DATASETS.names())
+    prepare.add_argument("--root", type=Path, required=True, help="raw root (.mat for nyu-mat)")
+    prepare.add_argument("--split-file", type=Path, help="split list (splits.mat for nyu-mat)")
+    prepare.add_argument("--split", required=True, help="shard split name, e.g. train")
+    prepare.add_argument("--out", type=Path, required=True, help="shard directory")
+    prepare.add_argument("--gt-root", type=Path, help="KITTI annotated depth root")
+    prepare.add_argument("--shard-size", type=int, help="samples per shard (default 1000)")
+    prepare.add_argument("--workers", type=int, help="encoding processes (default: cores)")
+    prepare.add_argument(
+        "--on-error",
+        choices=["raise", "skip"],
+        help="raise (default) stops at the first bad sample; skip records it in the manifest",
+    )
+    prepare.add_argument("--force", action="store_true", default=None, help="rebuild the split")
+    prepare.add_argument("--depth-scale", type=float, help="folder: metres = value / scale")
+    prepare.add_argument("--invalid-value", type=int, help="folder: extra invalid depth value")
+    prepare.add_argument("--focal", type=float, help="folder: focal length in pixels")
+    prepare.add_argument("--subset", choices=["train", "test"], help="nyu-mat: index list")
+    prepare.add_argument("--depth-field", choices=["rawDepths", "depths"], help="nyu-mat depth")
+    prepare.add_argument("--quiet", action="store_true", help="no progress bar")
+    prepare.set_defaults(run=run_prepare)
+
+    verify = sub.add_parser(
+        "verify",
+        help="check every shard against manifest.json (sha256, counts, decoding)",
+        description="Exits non-zero when any shard is missing, changed or undecodable.",
+    )
+    verify.add_argument("dir", type=Path, help="shard directory")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.add_argument("--quiet", action="store_true", help="no progress bar")
+    verify.set_defaults(run=run_verify)
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    cfg = validate_options(
+        SynthConfig,
+        {
+            "layout": args.layout,
+            "n": args.n,
+            "seed": args.seed,
+            "height": args.height,
+            "width": args.width,
+            "test_fraction": args.test_fraction,
+        },
+    )
+    summary = write_synthetic(
+        cfg.layout,
+        args.out,
+        cfg.n,
+        cfg.seed,
+        test_fraction=cfg.test_fraction,
+        height=cfg.height,
+        width=cfg.width,
+        workers=args.workers,
+    )
+    print(
+        f"wrote {summary.n_train} train + {summary.n_test} test {summary.layout}-like frames "
+        f"to {summary.out}\n  splits: {summary.train_split}, {summary.test_split}\n"
+        f"  prepare with: depthkd data prepare --dataset {summary.layout} --root {summary.root}"
+        + (f" --gt-root {summary.gt_root}" if summary.gt_root else "")
+        + f" --split-file {summary.train_split} --split train --out SHARD_DIR"
+    )
+    return 0
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    options = {k: v for k, v in vars(args).items() if k in PrepareConfig.model_fields}
+    cfg = validate_options(PrepareConfig, options)
+    report = prepare_shards(cfg, build_source(cfg), progress=not args.quiet)
+    if report.up_to_date:
+        print(f"split {cfg.split!r} in {report.out} is up to date ({report.num_samples} samples)")
+        return 0
+    rate = report.num_samples / report.seconds if report.seconds else 0.0
+    print(
+        f"prepared split {cfg.split!r}: {report.num_samples} samples in {report.num_shards} "
+        f"shard(s) → {report.out} ({report.seconds:.1f} s, {rate:.0f} samples/s)"
+    )
+    if report.skipped:
+        print(f"skipped {len(report.skipped)} sample(s) (reasons in manifest.json):")
+        for item in report.skipped[:10]:
+            print(f"  {item['where']}: {item['reason']}")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    report = verify_shards(args.dir, progress=not args.quiet)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "dir": str(report.out),
+                    "checked": report.checked,
+                    "problems": report.problems,
+                    "ok": report.ok,
+                },
+                indent=2,
+            )
+        )
+    else:
+        for split, n in sorted(report.checked.items()):
+            print(f"{split}: {n} samples decoded")
+        for problem in report.problems:
+            print(f"PROBLEM {problem}")
+        print("OK" if report.ok else f"FAILED: {len(report.problems)} problem(s)")
+    return 0 if report.ok else 1
