@@ -12,79 +12,32 @@ import pytest
 from kdplatform.cli.main import build_parser, main
 
 
+def _synth(raw, layout: str, n: int) -> int:
+    return main(
+        f"data synth --layout {layout} --out {raw} --n {n} --height 32 --width 64 "
+        "--workers 1".split()
+    )
+
+
+def _prepare(raw, shards, layout: str, split: str) -> int:
+    root = (
+        f"--root {raw / 'raw'} --gt-root {raw / 'gt'}"
+        if layout == "kitti"
+        else (f"--root {raw / 'sync'}")
+    )
+    return main(
+        f"data prepare --dataset {layout} {root} --split-file {raw / 'splits'}/{split}.txt "
+        f"--split {split} --out {shards} --quiet --workers 1".split()
+    )
+
+
 def test_synth_prepare_verify_end_to_end(tmp_path, capsys):
     raw, shards = tmp_path / "raw", tmp_path / "shards"
-    assert (
-        main(
-            [
-                "data",
-                "synth",
-                "--layout",
-                "kitti",
-                "--out",
-                str(raw),
-                "--n",
-                "10",
-                "--height",
-                "32",
-                "--width",
-                "64",
-                "--workers",
-                "1",
-            ]
-        )
-        == 0
-    )
-    for split in ("train", "test"):
-        assert (
-            main(
-                [
-                    "data",
-                    "prepare",
-                    "--dataset",
-                    "kitti",
-                    "--root",
-                    str(raw / "raw"),
-                    "--gt-root",
-                    str(raw / "gt"),
-                    "--split-file",
-                    str(raw / "splits" / f"{split}.txt"),
-                    "--split",
-                    split,
-                    "--out",
-                    str(shards),
-                    "--quiet",
-                    "--workers",
-                    "1",
-                ]
-            )
-            == 0
-        )
+    assert _synth(raw, "kitti", 10) == 0
+    assert _prepare(raw, shards, "kitti", "train") == 0
+    assert _prepare(raw, shards, "kitti", "test") == 0
     assert "prepared split 'test'" in capsys.readouterr().out
-    assert (
-        main(
-            [
-                "data",
-                "prepare",
-                "--dataset",
-                "kitti",
-                "--root",
-                str(raw / "raw"),
-                "--gt-root",
-                str(raw / "gt"),
-                "--split-file",
-                str(raw / "splits" / "test.txt"),
-                "--split",
-                "test",
-                "--out",
-                str(shards),
-                "--quiet",
-                "--workers",
-                "1",
-            ]
-        )
-        == 0
-    )
+    assert _prepare(raw, shards, "kitti", "test") == 0
     assert "is up to date" in capsys.readouterr().out
     assert main(["data", "verify", str(shards), "--json", "--quiet"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -93,41 +46,8 @@ def test_synth_prepare_verify_end_to_end(tmp_path, capsys):
 
 def test_verify_fails_on_flipped_byte(tmp_path, capsys):
     raw, shards = tmp_path / "raw", tmp_path / "shards"
-    main(
-        [
-            "data",
-            "synth",
-            "--layout",
-            "nyu",
-            "--out",
-            str(raw),
-            "--n",
-            "4",
-            "--height",
-            "32",
-            "--width",
-            "32",
-            "--workers",
-            "1",
-        ]
-    )
-    main(
-        [
-            "data",
-            "prepare",
-            "--dataset",
-            "nyu",
-            "--root",
-            str(raw / "sync"),
-            "--split-file",
-            str(raw / "splits" / "train.txt"),
-            "--split",
-            "train",
-            "--out",
-            str(shards),
-            "--quiet",
-        ]
-    )
+    assert _synth(raw, "nyu", 4) == 0
+    assert _prepare(raw, shards, "nyu", "train") == 0
     shard = shards / "train-000000.tar"
     data = bytearray(shard.read_bytes())
     data[700] ^= 0x10
