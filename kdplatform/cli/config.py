@@ -7,7 +7,6 @@ from pathlib import Path
 
 from kdplatform.config.loader import dump_config, load_config
 
-
 # The embedded default experiment, shipped beside the packages (also in `ray job submit` uploads).
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
 
