@@ -22,7 +22,8 @@ class StrictModel(BaseModel):
 
 def default_workers() -> int:
     """Processes for CPU-bound data work: the cores this process may use, at most 8."""
-    return max(1, min(8, len(os.sched_getaffinity(0))))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(8, cores or 1))
 
 
 def depthkd_home() -> Path:
@@ -60,6 +61,11 @@ class PrepareConfig(StrictModel):
     subset: Literal["train", "test"] | None = Field(None, description="nyu-mat: index list")
     depth_field: Literal["rawDepths", "depths"] = "rawDepths"
 
+    @field_validator("root", "out", "split_file", "gt_root")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().resolve()
+
 
 class AugmentConfig(StrictModel):
     """Train-time augmentation; geometric ops move rgb and depth together.
@@ -85,6 +91,13 @@ class AugmentConfig(StrictModel):
             raise ValueError(f"must be (low, high) with 0 < low <= high, got {value}")
         return value
 
+    @field_validator("cutflip_range")
+    @classmethod
+    def _fraction(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if value[1] > 1:
+            raise ValueError(f"cut fractions must be at most 1, got {value}")
+        return value
+
     @field_validator("crop")
     @classmethod
     def _positive_crop(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
@@ -102,6 +115,13 @@ class DataConfig(StrictModel):
     )
     synthetic: SynthConfig = SynthConfig()
     train_split: str = "train"
+
+    @field_validator("shards")
+    @classmethod
+    def _absolute_shards(cls, value: Path | None) -> Path | None:
+        # Resolved on the driver: Ray workers change directory.
+        return None if value is None else value.expanduser().resolve()
+
     eval_split: str = "test"
     batch_size: int = Field(8, ge=1)
     eval_batch_size: int = Field(4, ge=1)

@@ -5,8 +5,8 @@ stay aligned pixel for pixel; depth is only ever resampled with nearest neighbou
 is invented at object edges. Photometric ops touch rgb only.
 
 CutFlip (URCDC-Depth): with probability p draw h uniformly in [lo·H, hi·H] and swap the top and
-bottom bands, i.e. roll rgb and depth vertically by h. It breaks the prior that depth depends only
-on the image row, and is applied after the crop and before the flip.
+bottom bands: the bottom h rows move to the top (rgb and depth rolled together by h). It breaks
+the prior that depth depends only on the image row, and runs after the crop, before the flip.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ def rotate(rgb: np.ndarray, depth: np.ndarray, angle_deg: float) -> Pair:
 
 
 def cutflip(rgb: np.ndarray, depth: np.ndarray, h: int) -> Pair:
-    """Swaps the top `h` rows with the rest (a vertical roll by -h) in rgb and depth alike."""
-    return np.roll(rgb, -h, axis=0), np.roll(depth, -h, axis=0)
+    """Moves the bottom `h` rows to the top (a vertical roll by h) in rgb and depth alike."""
+    return np.roll(rgb, h, axis=0), np.roll(depth, h, axis=0)
 
 
 def hflip(rgb: np.ndarray, depth: np.ndarray) -> Pair:

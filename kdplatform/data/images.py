@@ -48,7 +48,7 @@ def png_depth_header(data: bytes, where: str) -> tuple[int, int]:
     The IHDR chunk says the bit depth and colour type exactly, which Pillow's modes do not (they
     differ between Pillow versions for 16-bit grey).
     """
-    if not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+    if len(data) < 26 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
         raise DataError(f"{where}: depth map is not a PNG file (expected a uint16 PNG)")
     width, height, bit_depth, colour_type = struct.unpack(">IIBB", data[16:26])
     if bit_depth != 16 or colour_type != 0:

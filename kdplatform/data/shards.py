@@ -122,13 +122,13 @@ def prepare_shards(cfg: PrepareConfig, source: Source, *, progress: bool = True)
             f"{out}: split {cfg.split!r} already exists from other inputs or is incomplete",
             hint="pass --force to rebuild it, or choose another --out / --split",
         )
-    _drop_split(out, cfg.split)
     for stale in out.glob(f".tmp-{cfg.split}-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = out / f".tmp-{cfg.split}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         shards, skipped, without_gt = _write_shards(cfg, source, tmp, progress)
+        _drop_split(out, cfg.split)  # only now: a failed --force run keeps the old split
         for old in out.glob(f"{cfg.split}-*.tar"):
             old.unlink()
         for shard in shards:
@@ -254,7 +254,8 @@ def _encode_all(
         _init_worker(source)
         yield from map(_encode_one, samples)
         return
-    ctx = multiprocessing.get_context("fork")
+    # forkserver: the parent may hold threads (tqdm, Ray) that make a plain fork unsafe.
+    ctx = multiprocessing.get_context("forkserver")
     with ctx.Pool(workers, initializer=_init_worker, initargs=(source,)) as pool:
         yield from pool.imap(_encode_one, samples, chunksize=4)
 
@@ -396,8 +397,10 @@ def decode_sample_files(files: dict[str, bytes], where: str) -> dict[str, Any]:
         raise DataError(f"{where}: sample lacks rgb.png|rgb.jpg or meta.json ({sorted(files)})")
     try:
         meta = json.loads(files["meta.json"])
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise DataError(f"{where}: corrupt meta.json: {exc}") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{where}: meta.json is not an object")
     rgb = images.decode_rgb(files[rgb_name], f"{where}.{rgb_name}")
     depth = (
         images.decode_depth(files["depth.png"], f"{where}.depth.png")

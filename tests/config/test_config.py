@@ -97,3 +97,13 @@ def test_cli_options_errors_name_the_option(tmp_path):
 def test_override_into_a_value_from_the_file(tmp_path):
     with pytest.raises(ConfigError, match=r"override 'seed\.x=1': seed is a value, not a section"):
         load_config(_write(tmp_path, "seed: 3\n"), ["seed.x=1"])
+
+
+def test_cutflip_range_must_be_fractions():
+    with pytest.raises(ConfigError, match=r"cutflip_range: .*at most 1"):
+        load_config(None, ["data.augment.cutflip_range=[0.5,1.5]"])
+
+
+def test_relative_shard_dir_is_resolved_on_the_driver(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_config(None, ["data.shards=shards"]).data.shards == tmp_path / "shards"

@@ -40,8 +40,9 @@ def test_cutflip_rolls_by_h_in_range():
     shifts = set()
     for seed in range(200):
         image, out = aug.augment(rgb, depth, cfg, np.random.default_rng(seed))
-        h = int(out[0, 0] - 1) // W  # the source row now on top
-        np.testing.assert_array_equal(out, np.roll(depth, -h, axis=0))
+        h = (H - int(out[0, 0] - 1) // W) % H  # the top row was source row H - h
+        np.testing.assert_array_equal(out, np.roll(depth, h, axis=0))
+        np.testing.assert_array_equal(out[:h], depth[H - h :])  # bottom band now on top
         assert_aligned(image, out)
         shifts.add(h)
     assert min(shifts) >= int(0.2 * H) and max(shifts) <= int(0.8 * H)

@@ -117,3 +117,26 @@ def test_folder_dataset_rejects_8bit_depth_and_needs_scale(tmp_path):
         prepare(
             tmp_path, dataset="folder", root=tmp_path / "data", split="train", depth_scale=1000.0
         )
+
+
+def test_nyu_mat_without_depth_dataset(tmp_path, labeled_mat):
+    _, splits, _, _ = labeled_mat
+    with h5py.File(tmp_path / "images_only.mat", "w") as f:
+        f["images"] = np.zeros((2, 3, W, H), np.uint8)
+    with pytest.raises(DataError, match=r"images_only\.mat: no dataset\(s\) rawDepths"):
+        prepare(
+            tmp_path,
+            dataset="nyu-mat",
+            root=tmp_path / "images_only.mat",
+            split_file=splits,
+            split="train",
+        )
+
+
+def test_nyu_mat_unreadable_splits_file(tmp_path, labeled_mat):
+    mat, _, _, _ = labeled_mat
+    (tmp_path / "empty.mat").write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty\.mat: cannot read MATLAB split file"):
+        prepare(
+            tmp_path, dataset="nyu-mat", root=mat, split_file=tmp_path / "empty.mat", split="train"
+        )

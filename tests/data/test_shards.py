@@ -138,3 +138,35 @@ def test_unknown_split_lists_known_ones(tmp_path, synth_nyu):
     _prepare(tmp_path, synth_nyu)
     with pytest.raises(DataError, match=r"no split 'val' .*has: train"):
         split_entry(tmp_path / "shards", "val")
+
+
+def test_relative_or_absolute_paths_are_the_same_inputs(tmp_path, synth_nyu, monkeypatch):
+    _prepare(tmp_path, synth_nyu)
+    monkeypatch.chdir(synth_nyu.root.parent)
+    report = prepare(
+        tmp_path,
+        dataset="nyu",
+        root="sync",
+        split_file="splits/train.txt",
+        split="train",
+        shard_size=4,
+    )
+    assert report.up_to_date
+
+
+def test_failed_force_rebuild_keeps_the_previous_split(tmp_path, synth_nyu):
+    _prepare(tmp_path, synth_nyu)
+    broken = tmp_path / "broken.txt"
+    broken.write_text(synth_nyu.train_split.read_text() + "/nowhere/rgb_1.jpg /nowhere/d_1.png 5\n")
+    with pytest.raises(DataError, match="rgb file not found"):
+        prepare(
+            tmp_path,
+            dataset="nyu",
+            root=synth_nyu.root,
+            split_file=broken,
+            split="train",
+            shard_size=4,
+            force=True,
+        )
+    assert split_entry(tmp_path / "shards", "train")["num_samples"] == synth_nyu.n_train
+    assert verify_shards(tmp_path / "shards", progress=False).ok

@@ -96,4 +96,5 @@ class FolderSource(Source):
             "split_file": str(self.split_file) if self.split_file else None,
             "depth_scale": self.depth_scale,
             "invalid_value": self.invalid_value,
+            "focal": self.focal,
         }

@@ -9,6 +9,7 @@ its official test GT from `rawDepths`, which is the default here.
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -24,9 +25,13 @@ DepthField = Literal["rawDepths", "depths"]
 _SPLIT_KEYS = {"train": "trainNdxs", "test": "testNdxs"}
 
 
-@cache
 def _open_mat(path: Path) -> Any:
-    """One read-only HDF5 handle per process (h5py handles cannot be pickled to workers)."""
+    """This process's read-only HDF5 handle: h5py handles must not cross a fork or a pickle."""
+    return _open_mat_in(path, os.getpid())
+
+
+@cache
+def _open_mat_in(path: Path, pid: int) -> Any:
     import h5py
 
     try:
@@ -50,7 +55,7 @@ def read_split_indices(splits_mat: Path, subset: str) -> list[int]:
         mat = loadmat(splits_mat)
     except FileNotFoundError:
         raise DataError(f"splits file not found: {splits_mat}") from None
-    except (ValueError, NotImplementedError, OSError) as exc:
+    except Exception as exc:  # scipy raises MatReadError, IndexError, ValueError on bad files
         raise DataError(f"{splits_mat}: cannot read MATLAB split file: {exc}") from None
     key = _SPLIT_KEYS[subset]
     if key not in mat:
@@ -84,6 +89,10 @@ class NyuMatSource(Source):
         self.depth_field = depth_field
 
     def lines(self) -> list[int]:
+        mat = _open_mat(self.mat)
+        missing = [name for name in ("images", self.depth_field) if name not in mat]
+        if missing:
+            raise DataError(f"{self.mat}: no dataset(s) {', '.join(missing)} in the HDF5 file")
         return read_split_indices(self.splits_mat, self.subset)
 
     def sample(self, line: int) -> RawSample:
@@ -105,10 +114,13 @@ class NyuMatSource(Source):
     def encode(self, sample: RawSample) -> EncodedSample:
         mat = _open_mat(self.mat)
         index = sample.extra["index"]
-        if self.depth_field not in mat or "images" not in mat:
-            raise DataError(f"{self.mat}: needs datasets 'images' and {self.depth_field!r}")
-        rgb = np.ascontiguousarray(mat["images"][index].transpose(2, 1, 0))  # (H, W, 3)
-        metres = np.nan_to_num(mat[self.depth_field][index].T, nan=0.0)  # (H, W)
+        try:
+            rgb = np.ascontiguousarray(mat["images"][index].transpose(2, 1, 0))  # (H, W, 3)
+            metres = np.nan_to_num(mat[self.depth_field][index].T, nan=0.0)  # (H, W)
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataError(
+                f"{sample.where}: cannot read frame {index} of {self.mat}: {exc}"
+            ) from None
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise DataError(f"{sample.where}: images[{index}] is not uint8 RGB ({rgb.dtype})")
         if metres.shape != rgb.shape[:2]:
