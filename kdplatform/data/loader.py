@@ -15,7 +15,6 @@ webdataset's own image decoders would reduce 16-bit PNGs to 8 bits.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from collections.abc import Iterable, Iterator
@@ -30,8 +29,7 @@ import webdataset as wds
 
 from kdplatform.config.schema import AugmentConfig, DataConfig
 from kdplatform.data import augment as aug
-from kdplatform.data import images
-from kdplatform.data.shards import shard_paths
+from kdplatform.data.shards import decode_sample_files, shard_paths
 from kdplatform.errors import DataError
 
 Batch = dict[str, Any]
@@ -44,18 +42,15 @@ def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
     get an all-zero depth so they batch with the rest.
     """
     key = sample["__key__"]
-    meta = json.loads(sample["meta.json"])
-    rgb_bytes = sample.get("rgb.png") or sample.get("rgb.jpg")
-    if rgb_bytes is None:
-        raise DataError(f"{sample.get('__url__', '?')}:{key}: sample has no rgb.png or rgb.jpg")
-    rgb = images.decode_rgb(rgb_bytes, key)
-    if "depth.png" in sample:
-        stored = images.decode_depth(sample["depth.png"], key)
+    files = {name: data for name, data in sample.items() if not name.startswith("__")}
+    decoded = decode_sample_files(files, f"{sample.get('__url__', '?')}:{key}")
+    rgb, stored, meta = decoded["rgb"], decoded["depth"], decoded["meta"]
+    if stored is None:
+        depth = np.zeros(rgb.shape[:2], np.float32)
+    else:
         depth = stored.astype(np.float32) / np.float32(meta["depth_scale"])
         if meta.get("invalid_value", 0):
             depth[stored == meta["invalid_value"]] = 0.0
-    else:
-        depth = np.zeros(rgb.shape[:2], np.float32)
     return {
         "key": key,
         "rgb": rgb,
