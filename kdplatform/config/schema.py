@@ -26,6 +26,11 @@ def default_workers() -> int:
     return max(1, min(8, cores or 1))
 
 
+def absolute_path(value: Path | None) -> Path | None:
+    """`value` made absolute on the driver: Ray workers run in another directory."""
+    return None if value is None else value.expanduser().resolve()
+
+
 def depthkd_home() -> Path:
     """Root of all local state of the embedded default: `$DEPTHKD_HOME`, default `./.depthkd`."""
     return Path(os.environ.get("DEPTHKD_HOME", ".depthkd")).resolve()
@@ -64,7 +69,7 @@ class PrepareConfig(StrictModel):
     @field_validator("root", "out", "split_file", "gt_root")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
-        return None if value is None else value.expanduser().resolve()
+        return absolute_path(value)
 
 
 class AugmentConfig(StrictModel):
@@ -119,8 +124,7 @@ class DataConfig(StrictModel):
     @field_validator("shards")
     @classmethod
     def _absolute_shards(cls, value: Path | None) -> Path | None:
-        # Resolved on the driver: Ray workers change directory.
-        return None if value is None else value.expanduser().resolve()
+        return absolute_path(value)
 
     eval_split: str = "test"
     batch_size: int = Field(8, ge=1)
@@ -132,9 +136,57 @@ class DataConfig(StrictModel):
     augment: AugmentConfig = AugmentConfig()
 
 
+class StudentConfig(StrictModel):
+    """The CNN student: a registered name (`depthkd models list`) or any timm CNN name."""
+
+    name: str = "mobilenetv2_100"
+    weights: Path | None = Field(None, description="local encoder weights (.safetensors/.pth)")
+    decoder_channels: tuple[int, int, int, int] = Field(
+        (32, 48, 64, 96), description="LG decoder width at 1/4, 1/8, 1/16, 1/32"
+    )
+    lg_global: bool = Field(True, description="False: LG blocks without the global path")
+    lg_reduction: int = Field(4, ge=1)
+
+    @field_validator("weights")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return absolute_path(value)
+
+    @field_validator("decoder_channels")
+    @classmethod
+    def _positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if min(value) < 1:
+            raise ValueError("decoder widths must be positive")
+        return value
+
+
+class TeacherConfig(StrictModel):
+    """The transformer teacher: a registered name or a timm Swin / ViT / ConvNeXt name."""
+
+    name: str = "swin_tiny"
+    weights: Path | None = Field(None, description="local encoder weights (.safetensors/.pth)")
+    decoder_width: int | None = Field(None, ge=8, description="DPT decoder width; registry default")
+
+    @field_validator("weights")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return absolute_path(value)
+
+
+class ModelConfig(StrictModel):
+    """Student, teacher and the depth range their heads cover."""
+
+    max_depth: float | None = Field(
+        None, gt=0, description="depth head range in metres; unset: the dataset's cap (80 / 10)"
+    )
+    student: StudentConfig = StudentConfig()
+    teacher: TeacherConfig = TeacherConfig()
+
+
 class ExperimentConfig(StrictModel):
-    """One experiment, one file: what a pipeline runs (later issues add model/train sections)."""
+    """One experiment, one file: what a pipeline runs (a later issue adds the train section)."""
 
     name: str = Field("demo", pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
     data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()

@@ -1,0 +1,243 @@
+"""timm encoders as four-scale feature pyramids (1/4, 1/8, 1/16, 1/32), always NCHW.
+
+Every student, teacher, ghost decoder, adapter and coupling unit sizes itself from
+`Backbone.feature_info` (channels and reductions per scale), never from hard-coded channel lists.
+
+* CNNs (`features_only`) give five scales from 1/2; the 1/2 map is dropped (it is computed on the
+  way anyway, so selecting costs nothing).
+* Swin gives NHWC maps; they are permuted to NCHW here. It is created with `strict_img_size=False`
+  so any input size works (timm pads windows).
+* Plain ViTs give one stride (the patch size) at every block; a DPT-style reassembly (Ranftl et
+  al., "Vision Transformers for Dense Prediction") projects four evenly spaced blocks and resamples
+  them to 1/4 … 1/32. ViTs use `dynamic_img_size`, so any input divisible by the patch size works.
+
+`input_multiple` is the size every input side must divide into; `DepthModel` pads to it.
+
+Weights are never downloaded: `pretrained=False` unless a local `.safetensors`/`.pth` file is
+given, which is read with `weights_only=True` and handed to timm (its checkpoint filters still
+apply, so original Swin/ViT release files load too).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from kdplatform.errors import CheckpointError, ConfigError, RegistryError
+
+PYRAMID_REDUCTIONS = (4, 8, 16, 32)
+_VIT_PREFIXES = ("vit_", "deit_", "deit3_", "eva02_")
+_SWIN_PREFIXES = ("swin",)
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """Channels and reductions (input size / feature size) of the four pyramid scales."""
+
+    channels: tuple[int, ...]
+    reductions: tuple[int, ...] = PYRAMID_REDUCTIONS
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Reads a local weights file (`.safetensors`, or a torch file loaded with weights_only=True).
+
+    A checkpoint that wraps its weights in `state_dict` / `model` / `module` is unwrapped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt file, foreign pickle: say which file
+        raise CheckpointError(f"cannot read weights file {path}: {exc}") from exc
+    for key in ("state_dict", "model", "module"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"weights file {path} does not hold a state dict of tensors")
+    return state
+
+
+def check_timm_name(name: str) -> None:
+    """Raises RegistryError (with close matches) when timm has no model called `name`."""
+    if timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+    raise RegistryError(
+        f"unknown backbone {name!r}: timm {timm.__version__} has no such model",
+        hint=f"did you mean {', '.join(close)}?" if close else "see `timm.list_models()`",
+    )
+
+
+class _LoadReport(logging.Handler):
+    """Collects timm's key-mismatch messages: with `features_only` timm loads non-strictly and only
+    logs missing/unexpected keys, which would leave a wrong file silently half-loaded."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.problems: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith(("Missing keys", "Unexpected keys")):
+            self.problems.append(message.split(" discovered")[0].split(" found")[0])
+
+
+def _create_timm(name: str, weights: Path | None, **kwargs: object) -> nn.Module:
+    check_timm_name(name)
+    if weights is None:
+        return _create_features(name, **kwargs)
+    state = load_state_dict(weights)
+    report, logger = _LoadReport(), logging.getLogger("timm.models._builder")
+    logger.addHandler(report)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        model = _create_features(
+            name, pretrained=True, pretrained_cfg_overlay={"state_dict": state}, **kwargs
+        )
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"weights file {weights} does not fit backbone {name}: {exc}"
+        ) from exc
+    finally:
+        logger.removeHandler(report)
+        logger.setLevel(level)
+    # the features wrapper forgets which module is the classifier; timm's registry remembers
+    registered = timm.models.get_pretrained_cfg(timm.models.split_model_name_tag(name)[0])
+    classifier = (registered.classifier if registered else None) or ()
+    classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    problems = [
+        p
+        for p in report.problems
+        # the classifier is dropped on purpose: a feature extractor has no head
+        if not (p.startswith("Missing keys") and _only_keys_of(p, classifier))
+    ]
+    if problems:
+        raise CheckpointError(
+            f"weights file {weights} does not fit backbone {name}: {'; '.join(problems)}"[:2000]
+        )
+    return model
+
+
+def _only_keys_of(message: str, prefixes: tuple[str, ...]) -> bool:
+    keys = message[message.find("(") + 1 : message.rfind(")")].split(", ")
+    return all(k.startswith(tuple(f"{p}." for p in prefixes)) for k in keys)
+
+
+def _create_features(name: str, **kwargs: object) -> nn.Module:
+    try:
+        return timm.create_model(name, features_only=True, **kwargs)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(
+            f"backbone {name!r} cannot be built as a feature extractor: {exc}"
+        ) from exc
+
+
+class Backbone(nn.Module):
+    """A timm CNN or Swin encoder that returns the 1/4 … 1/32 feature maps as NCHW tensors.
+
+    Args:
+        name: timm model name.
+        weights: optional local weights file; None gives a random init.
+        timm_kwargs: passed to `timm.create_model` (e.g. `drop_path_rate`, `embed_dim`).
+    """
+
+    def __init__(self, name: str, *, weights: Path | None = None, **timm_kwargs: object) -> None:
+        super().__init__()
+        self.name = name
+        if name.startswith(_SWIN_PREFIXES):
+            timm_kwargs.setdefault("strict_img_size", False)
+        self.body = _create_timm(name, weights, **timm_kwargs)
+        reductions = list(self.body.feature_info.reduction())
+        missing = [r for r in PYRAMID_REDUCTIONS if r not in reductions]
+        if missing:
+            raise ConfigError(
+                f"backbone {name!r} gives feature reductions {reductions}; a depth pyramid "
+                f"needs {list(PYRAMID_REDUCTIONS)} (missing {missing})"
+            )
+        self._select = [reductions.index(r) for r in PYRAMID_REDUCTIONS]
+        channels = self.body.feature_info.channels()
+        self.feature_info = FeatureInfo(channels=tuple(channels[i] for i in self._select))
+        self.input_multiple = PYRAMID_REDUCTIONS[-1]
+        self._nhwc = str(getattr(self.body, "output_fmt", "NCHW")).endswith("NHWC")
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = self.body(x)
+        feats = [feats[i] for i in self._select]
+        if self._nhwc:
+            feats = [f.permute(0, 3, 1, 2).contiguous() for f in feats]  # (B, C, H/r, W/r)
+        return feats
+
+
+class ViTBackbone(nn.Module):
+    """A plain timm ViT with DPT-style reassembly into a 1/4 … 1/32 pyramid.
+
+    Four evenly spaced blocks are read out (prefix tokens dropped, DPT's "ignore" readout),
+    projected by 1×1 convs to `reassemble_channels` and resampled: ×4 and ×2 transposed convs,
+    identity, and a stride-2 3×3 conv. With patch 16 that gives strides 4, 8, 16, 32.
+
+    Args:
+        name: timm ViT name.
+        weights: optional local weights file.
+        reassemble_channels: output channels per scale (DPT-Base uses 96, 192, 384, 768).
+        timm_kwargs: passed to `timm.create_model`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        weights: Path | None = None,
+        reassemble_channels: tuple[int, int, int, int] | None = None,
+        **timm_kwargs: object,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        check_timm_name(name)
+        depth = len(timm.create_model(name, pretrained=False, num_classes=0, **timm_kwargs).blocks)
+        blocks = tuple(round(depth * (i + 1) / 4) - 1 for i in range(4))
+        self.body = _create_timm(
+            name, weights, dynamic_img_size=True, out_indices=blocks, **timm_kwargs
+        )
+        self.patch = self.body.feature_info.reduction()[-1]
+        width = self.body.feature_info.channels()[-1]
+        out = reassemble_channels or (width // 4, width // 2, width, width)
+        self.project = nn.ModuleList(nn.Conv2d(width, c, 1) for c in out)
+        factors = [self.patch / r for r in PYRAMID_REDUCTIONS]  # 4, 2, 1, 1/2 for patch 16
+        self.resample = nn.ModuleList(_resampler(c, f) for c, f in zip(out, factors, strict=True))
+        self.feature_info = FeatureInfo(channels=tuple(out))
+        self.input_multiple = math.lcm(self.patch, PYRAMID_REDUCTIONS[-1])
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = self.body(x)  # 4 × (B, width, H/patch, W/patch)
+        return [rs(pj(f)) for f, pj, rs in zip(feats, self.project, self.resample, strict=True)]
+
+
+def _resampler(channels: int, factor: float) -> nn.Module:
+    if factor > 1:
+        k = int(factor)
+        return nn.ConvTranspose2d(channels, channels, kernel_size=k, stride=k)
+    if factor == 1:
+        return nn.Identity()
+    return nn.Conv2d(channels, channels, kernel_size=3, stride=int(1 / factor), padding=1)
+
+
+def build_backbone(
+    name: str, *, weights: Path | None = None, **timm_kwargs: object
+) -> Backbone | ViTBackbone:
+    """The pyramid encoder for timm model `name`: a ViT with reassembly or a CNN/Swin body."""
+    cls = ViTBackbone if name.startswith(_VIT_PREFIXES) else Backbone
+    return cls(name, weights=weights, **timm_kwargs)

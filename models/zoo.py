@@ -1,0 +1,156 @@
+"""Registered students and teachers, and the builders that turn model config into modules.
+
+A registered name fixes the timm encoder and any encoder arguments; everything else comes from the
+config (`StudentConfig`, `TeacherConfig`). Any other timm name works too: CNNs as students,
+Swin / ViT / ConvNeXt as teachers. `build_*` are the only places that assemble models, so a
+checkpoint's `arch` (name + arguments) rebuilds exactly the model that wrote it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+import timm
+
+from kdplatform.config.schema import StudentConfig, TeacherConfig
+from kdplatform.errors import RegistryError
+from kdplatform.registry import Registry
+from models.backbones import build_backbone
+from models.decoders import DPTDecoder, LGDecoder
+from models.depth_model import DepthModel
+from models.ghost import AcclimatedTeacher, GhostDecoder
+from models.heads import DepthHead
+from models.urcdc import CrossDistillModel
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """A registered encoder: the timm model it is, timm arguments, and the decoder default."""
+
+    timm_name: str
+    timm_kwargs: dict = field(default_factory=dict)
+    decoder_width: int = 128
+
+
+STUDENTS: Registry[Encoder] = Registry("student")
+TEACHERS: Registry[Encoder] = Registry("teacher")
+
+for _name in (
+    "mobilenetv2_100",
+    "mobilenetv2_050",
+    "efficientnet_b0",
+    "resnet18",
+    "resnet34",
+    "mobilenetv3_large_100",
+    "ghostnet_100",
+):
+    STUDENTS.register(_name)(Encoder(_name))
+
+TEACHERS.register("swin_tiny")(Encoder("swin_tiny_patch4_window7_224"))
+TEACHERS.register("swin_base")(Encoder("swin_base_patch4_window7_224", decoder_width=256))
+TEACHERS.register("vit_small_dpt")(Encoder("vit_small_patch16_224"))
+TEACHERS.register("vit_base_dpt")(Encoder("vit_base_patch16_224", decoder_width=256))
+TEACHERS.register("convnext_tiny")(Encoder("convnext_tiny"))
+# Tiny teachers for tests and the laptop demo: real Swin / ViT code, a fraction of the width.
+TEACHERS.register("swin_micro")(
+    Encoder(
+        "swin_tiny_patch4_window7_224",
+        {"embed_dim": 32, "depths": (1, 1, 1, 1), "num_heads": (1, 2, 4, 8)},
+        decoder_width=32,
+    )
+)
+TEACHERS.register("vit_micro_dpt")(
+    Encoder("vit_tiny_patch16_224", {"depth": 4, "embed_dim": 96, "num_heads": 3}, decoder_width=32)
+)
+
+
+def _encoder(registry: Registry[Encoder], name: str) -> Encoder:
+    if name in registry:
+        return registry.get(name)
+    if timm.is_model(name):
+        return Encoder(name)
+    candidates = registry.names() + timm.list_models()
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+    raise RegistryError(
+        f"unknown {registry.kind} {name!r}: neither registered ({', '.join(registry.names())}) "
+        f"nor a timm {timm.__version__} model",
+        hint=f"did you mean {', '.join(close)}?" if close else None,
+    )
+
+
+def build_student(cfg: StudentConfig, *, max_depth: float) -> DepthModel:
+    """The CNN student: pyramid encoder + LG decoder + `max_depth·sigmoid` head."""
+    enc = _encoder(STUDENTS, cfg.name)
+    backbone = build_backbone(enc.timm_name, weights=cfg.weights, **enc.timm_kwargs)
+    decoder = LGDecoder(
+        backbone.feature_info.channels,
+        cfg.decoder_channels,
+        use_global=cfg.lg_global,
+        reduction=cfg.lg_reduction,
+    )
+    head = DepthHead(decoder.out_channels, max_depth=max_depth)
+    arch = {"kind": "student", "config": cfg.model_dump(mode="json"), "max_depth": max_depth}
+    return DepthModel(backbone, decoder, head, arch=arch)
+
+
+def build_teacher(cfg: TeacherConfig, *, max_depth: float) -> DepthModel:
+    """The transformer teacher: pyramid encoder + DPT decoder + `max_depth·sigmoid` head."""
+    enc = _encoder(TEACHERS, cfg.name)
+    backbone = build_backbone(enc.timm_name, weights=cfg.weights, **enc.timm_kwargs)
+    decoder = DPTDecoder(
+        backbone.feature_info.channels, width=cfg.decoder_width or enc.decoder_width
+    )
+    head = DepthHead(decoder.out_channels, max_depth=max_depth)
+    arch = {"kind": "teacher", "config": cfg.model_dump(mode="json"), "max_depth": max_depth}
+    return DepthModel(backbone, decoder, head, arch=arch)
+
+
+def build_ghost_decoder(
+    teacher: DepthModel, student_cfg: StudentConfig, *, student_channels: tuple[int, ...]
+) -> GhostDecoder:
+    """A ghost decoder with the student's decoder configuration, fed by `teacher`'s pyramid.
+
+    `student_channels` are the student encoder's channels (`feature_info.channels`), which the
+    adapters map the teacher's pyramid onto.
+    """
+    return GhostDecoder(
+        teacher.backbone.feature_info.channels,
+        student_channels,
+        student_cfg.decoder_channels,
+        max_depth=teacher.max_depth,
+        use_global=student_cfg.lg_global,
+        reduction=student_cfg.lg_reduction,
+    )
+
+
+def build_acclimated_teacher(
+    teacher_cfg: TeacherConfig, student_cfg: StudentConfig, *, max_depth: float
+) -> AcclimatedTeacher:
+    """Teacher + ghost decoder shaped for the student that `student_cfg` describes."""
+    teacher = build_teacher(teacher_cfg, max_depth=max_depth)
+    channels = student_feature_channels(student_cfg)
+    return AcclimatedTeacher(
+        teacher, build_ghost_decoder(teacher, student_cfg, student_channels=channels)
+    )
+
+
+def build_cross_distill(
+    teacher_cfg: TeacherConfig,
+    student_cfg: StudentConfig,
+    *,
+    max_depth: float,
+    p_bypass: float = 0.05,
+) -> CrossDistillModel:
+    """URCDC's dual branch from the teacher and student configs."""
+    return CrossDistillModel(
+        build_teacher(teacher_cfg, max_depth=max_depth),
+        build_student(student_cfg, max_depth=max_depth),
+        p_bypass=p_bypass,
+    )
+
+
+def student_feature_channels(cfg: StudentConfig) -> tuple[int, ...]:
+    """The student encoder's pyramid channels, read from timm's feature_info (random init)."""
+    enc = _encoder(STUDENTS, cfg.name)
+    return build_backbone(enc.timm_name, **enc.timm_kwargs).feature_info.channels
