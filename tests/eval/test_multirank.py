@@ -1,0 +1,65 @@
+"""MetricSums.all_reduce over a real 2-process gloo group."""
+
+from __future__ import annotations
+
+import json
+import socket
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from kdplatform.eval.metrics import MetricSums, compute_metrics
+
+pytestmark = pytest.mark.multiproc
+WORLD = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank: int, port: int, out: str) -> None:
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=WORLD,
+        timeout=timedelta(seconds=60),
+    )
+    sums = MetricSums()
+    if rank == 0:  # two images: abs_rel 0.5 and 0; one skipped
+        sums.add(compute_metrics(torch.tensor([2.0, 4.0]), torch.tensor([1.0, 4.0])))
+        sums.add(compute_metrics(torch.tensor([3.0]), torch.tensor([3.0])))
+        sums.add(None)
+    else:  # one image: abs_rel 1.0; two skipped
+        sums.add(compute_metrics(torch.tensor([2.0]), torch.tensor([1.0])))
+        sums.add(None)
+        sums.add(None)
+    reduced = sums.all_reduce()
+    Path(out, f"rank{rank}.json").write_text(
+        json.dumps(
+            {"n_images": reduced.n_images, "n_skipped": reduced.n_skipped, **reduced.means()}
+        )
+    )
+    dist.destroy_process_group()
+
+
+def test_all_reduce_sums_over_two_gloo_ranks(tmp_path):
+    mp.start_processes(
+        _rank_main,
+        args=(_free_port(), str(tmp_path)),
+        nprocs=WORLD,
+        join=True,
+        start_method="spawn",
+    )
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    assert results[0] == results[1]  # every rank holds the global result
+    assert results[0]["n_images"] == 3 and results[0]["n_skipped"] == 3
+    assert results[0]["abs_rel"] == pytest.approx((0.5 + 0.0 + 1.0) / 3)
+    assert results[0]["d1"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)
