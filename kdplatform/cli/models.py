@@ -1,0 +1,91 @@
+"""`depthkd models list|describe`: the registered students and teachers, and what they cost."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from kdplatform.config.loader import validate_options
+from kdplatform.config.schema import StudentConfig, TeacherConfig
+from kdplatform.errors import ConfigError
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("models", help="list students and teachers, measure their cost")
+    sub = parser.add_subparsers(dest="models_command", required=True, metavar="COMMAND")
+    listing = sub.add_parser("list", help="registered student and teacher names")
+    listing.set_defaults(run=run_list)
+
+    describe = sub.add_parser(
+        "describe",
+        help="params, GFLOPs and CPU latency of student, teacher and ghost decoder",
+        description="Builds the student, the teacher and the ghost decoder (random init) and "
+        "measures params, GFLOPs (torch flop counter, 2 per multiply-add) and CPU latency "
+        "(median of --repeats forward passes at batch 1, the three taking turns). Names are "
+        "registered names (`depthkd models list`) or timm model names.",
+    )
+    describe.add_argument("--student", default=StudentConfig().name, help="student name")
+    describe.add_argument("--teacher", default=TeacherConfig().name, help="teacher name")
+    describe.add_argument("--height", type=int, default=352)
+    describe.add_argument("--width", type=int, default=1216)
+    describe.add_argument("--max-depth", type=float, default=80.0, help="depth head range (m)")
+    describe.add_argument("--repeats", type=int, default=5, help="timed passes per model")
+    describe.add_argument("--warmup", type=int, default=2, help="untimed passes per model")
+    describe.add_argument(
+        "--no-lg-global", action="store_true", help="LG blocks without global path"
+    )
+    describe.add_argument("--json", action="store_true", help="print one JSON object")
+    describe.set_defaults(run=run_describe)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from models.zoo import STUDENTS, TEACHERS
+
+    print("students:", " ".join(STUDENTS.names()))
+    print("teachers:", " ".join(TEACHERS.names()))
+    print("(any timm CNN also works as a student; any timm Swin / ViT / ConvNeXt as a teacher)")
+    return 0
+
+
+def run_describe(args: argparse.Namespace) -> int:
+    from kdplatform.bench.models import describe_models
+
+    student = validate_options(
+        StudentConfig, {"name": args.student, "lg_global": not args.no_lg_global}
+    )
+    teacher = validate_options(TeacherConfig, {"name": args.teacher})
+    for option in ("height", "width", "repeats"):
+        if getattr(args, option) < 1:
+            raise ConfigError(f"--{option}: must be at least 1 (got {getattr(args, option)})")
+    result = describe_models(
+        student,
+        teacher,
+        height=args.height,
+        width=args.width,
+        max_depth=args.max_depth,
+        repeats=args.repeats,
+        warmup=args.warmup,
+    )
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    settings = result["settings"]
+    print(
+        f"student {settings['student']}, teacher {settings['teacher']} at "
+        f"{settings['height']}x{settings['width']}, batch 1, {settings['threads']} threads, "
+        f"median of {settings['repeats']}"
+    )
+    print(f"{'':14} {'params (M)':>11} {'GFLOPs':>9} {'latency (ms)':>13}")
+    for name in ("student", "teacher", "ghost_decoder"):
+        cost = result[name]
+        print(
+            f"{name:14} {cost['params'] / 1e6:11.2f} {cost['gflops']:9.2f} "
+            f"{cost['latency_ms']:13.1f}"
+        )
+    s, t = result["student"], result["teacher"]
+    print(
+        f"teacher/student: {t['gflops'] / s['gflops']:.1f}x GFLOPs, "
+        f"{t['params'] / s['params']:.1f}x params, {t['latency_ms'] / s['latency_ms']:.1f}x latency"
+    )
+    print(f"LG blocks: {100 * result['lg_flops_share']:.1f}% of student FLOPs")
+    return 0
