@@ -33,7 +33,7 @@ from torch import nn
 from kdplatform.errors import CheckpointError, ConfigError, RegistryError
 
 PYRAMID_REDUCTIONS = (4, 8, 16, 32)
-_VIT_PREFIXES = ("vit_", "deit_", "deit3_", "eva02_")
+_VIT_PREFIXES = ("vit_", "deit_", "deit3_")
 _SWIN_PREFIXES = ("swin",)
 
 
@@ -65,7 +65,11 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     for key in ("state_dict", "model", "module"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if (
+        not isinstance(state, dict)
+        or not state
+        or not all(isinstance(v, torch.Tensor) for v in state.values())
+    ):
         raise CheckpointError(f"weights file {path} does not hold a state dict of tensors")
     return state
 
@@ -104,9 +108,11 @@ def _create_timm(name: str, weights: Path | None, **kwargs: object) -> nn.Module
     logger.addHandler(report)
     level = logger.level
     logger.setLevel(logging.INFO)
+    # no URL / hub id: whatever happens, timm must not fall back to downloading
+    overlay = {"state_dict": state, "url": None, "hf_hub_id": None, "file": None}
     try:
-        model = _create_features(
-            name, pretrained=True, pretrained_cfg_overlay={"state_dict": state}, **kwargs
+        model = timm.create_model(
+            name, features_only=True, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
         )
     except RuntimeError as exc:
         raise CheckpointError(
@@ -115,16 +121,7 @@ def _create_timm(name: str, weights: Path | None, **kwargs: object) -> nn.Module
     finally:
         logger.removeHandler(report)
         logger.setLevel(level)
-    # the features wrapper forgets which module is the classifier; timm's registry remembers
-    registered = timm.models.get_pretrained_cfg(timm.models.split_model_name_tag(name)[0])
-    classifier = (registered.classifier if registered else None) or ()
-    classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
-    problems = [
-        p
-        for p in report.problems
-        # the classifier is dropped on purpose: a feature extractor has no head
-        if not (p.startswith("Missing keys") and _only_keys_of(p, classifier))
-    ]
+    problems = [p for p in report.problems if not _expected_mismatch(p, name, kwargs)]
     if problems:
         raise CheckpointError(
             f"weights file {weights} does not fit backbone {name}: {'; '.join(problems)}"[:2000]
@@ -132,9 +129,20 @@ def _create_timm(name: str, weights: Path | None, **kwargs: object) -> nn.Module
     return model
 
 
-def _only_keys_of(message: str, prefixes: tuple[str, ...]) -> bool:
+def _expected_mismatch(message: str, name: str, kwargs: dict) -> bool:
+    """A feature extractor has no classifier (missing) and may drop the final head layers that a
+    full checkpoint holds (unexpected); any other mismatch means the wrong file."""
     keys = message[message.find("(") + 1 : message.rfind(")")].split(", ")
-    return all(k.startswith(tuple(f"{p}." for p in prefixes)) for k in keys)
+    if message.startswith("Missing keys"):
+        # the features wrapper forgets which module is the classifier; timm's registry remembers
+        cfg = timm.models.get_pretrained_cfg(timm.models.split_model_name_tag(name)[0])
+        classifier = (cfg.classifier if cfg else None) or ()
+        classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+        return all(k.startswith(tuple(f"{c}." for c in classifier)) for k in keys)
+    full_kwargs = {k: v for k, v in kwargs.items() if k != "out_indices"}
+    with torch.device("meta"):
+        full = timm.create_model(name, pretrained=False, **full_kwargs).state_dict()
+    return all(k in full for k in keys)
 
 
 def _create_features(name: str, **kwargs: object) -> nn.Module:
@@ -160,6 +168,9 @@ class Backbone(nn.Module):
         self.name = name
         if name.startswith(_SWIN_PREFIXES):
             timm_kwargs.setdefault("strict_img_size", False)
+            # timm sizes windows for 224² input, where the 1/32 map is one window and never
+            # shifts; at depth resolutions it spans several windows that must exchange context
+            timm_kwargs.setdefault("always_partition", True)
         self.body = _create_timm(name, weights, **timm_kwargs)
         reductions = list(self.body.feature_info.reduction())
         missing = [r for r in PYRAMID_REDUCTIONS if r not in reductions]
@@ -213,6 +224,11 @@ class ViTBackbone(nn.Module):
             name, weights, dynamic_img_size=True, out_indices=blocks, **timm_kwargs
         )
         self.patch = self.body.feature_info.reduction()[-1]
+        if self.patch not in (8, 16, 32):
+            raise ConfigError(
+                f"backbone {name!r} has patch size {self.patch}; the DPT reassembly to strides "
+                "4…32 needs a patch size of 8, 16 or 32"
+            )
         width = self.body.feature_info.channels()[-1]
         out = reassemble_channels or (width // 4, width // 2, width, width)
         self.project = nn.ModuleList(nn.Conv2d(width, c, 1) for c in out)

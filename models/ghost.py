@@ -91,10 +91,17 @@ class TeacherOutput(NamedTuple):
 class AcclimatedTeacher(nn.Module):
     """A teacher `DepthModel` plus its ghost decoder: one encoder pass, two depth maps."""
 
-    def __init__(self, teacher: DepthModel, ghost: GhostDecoder) -> None:
+    def __init__(
+        self, teacher: DepthModel, ghost: GhostDecoder, *, arch: dict | None = None
+    ) -> None:
         super().__init__()
         self.teacher = teacher
         self.ghost = ghost
+        self.arch = dict(arch or {})
+
+    @property
+    def max_depth(self) -> float:
+        return self.teacher.max_depth
 
     def forward(self, image: torch.Tensor) -> TeacherOutput:
         height, width = image.shape[-2:]

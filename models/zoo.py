@@ -130,9 +130,14 @@ def build_acclimated_teacher(
     """Teacher + ghost decoder shaped for the student that `student_cfg` describes."""
     teacher = build_teacher(teacher_cfg, max_depth=max_depth)
     channels = student_feature_channels(student_cfg)
-    return AcclimatedTeacher(
-        teacher, build_ghost_decoder(teacher, student_cfg, student_channels=channels)
-    )
+    ghost = build_ghost_decoder(teacher, student_cfg, student_channels=channels)
+    arch = {
+        "kind": "acclimated_teacher",
+        "config": teacher_cfg.model_dump(mode="json"),
+        "student": student_cfg.model_dump(mode="json"),
+        "max_depth": max_depth,
+    }
+    return AcclimatedTeacher(teacher, ghost, arch=arch)
 
 
 def build_cross_distill(
@@ -154,3 +159,26 @@ def student_feature_channels(cfg: StudentConfig) -> tuple[int, ...]:
     """The student encoder's pyramid channels, read from timm's feature_info (random init)."""
     enc = _encoder(STUDENTS, cfg.name)
     return build_backbone(enc.timm_name, **enc.timm_kwargs).feature_info.channels
+
+
+def build_from_arch(arch: dict) -> DepthModel | AcclimatedTeacher:
+    """Rebuilds (random init) the model a checkpoint's `arch` describes; load its state after.
+
+    Encoder weight files named in the arch are not read again: the checkpoint's state replaces
+    them, and the file may not exist where the checkpoint is loaded."""
+    kind, max_depth = arch.get("kind"), arch.get("max_depth")
+    configs = {
+        key: cls.model_validate({**arch[key], "weights": None})
+        for key, cls in (
+            ("config", TeacherConfig if kind != "student" else StudentConfig),
+            ("student", StudentConfig),
+        )
+        if key in arch
+    }
+    if kind == "student":
+        return build_student(configs["config"], max_depth=max_depth)
+    if kind == "teacher":
+        return build_teacher(configs["config"], max_depth=max_depth)
+    if kind == "acclimated_teacher":
+        return build_acclimated_teacher(configs["config"], configs["student"], max_depth=max_depth)
+    raise RegistryError(f"unknown model kind {kind!r} in checkpoint arch")

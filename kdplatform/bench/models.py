@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from kdplatform.config.schema import StudentConfig, TeacherConfig
+from models.layers import pad_to_multiple
 from models.lg import LGBlock
 from models.zoo import build_ghost_decoder, build_student, build_teacher
 
@@ -93,7 +94,7 @@ def describe_models(
     ).eval()
     image = torch.rand(1, 3, height, width)
     with torch.inference_mode():
-        teacher_feats = teacher.encode(image)
+        teacher_feats = teacher.encode(pad_to_multiple(image, teacher.backbone.input_multiple))
 
     def run_student() -> object:
         return student(image)

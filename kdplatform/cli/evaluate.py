@@ -33,6 +33,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--pred-scale", type=float, help="metres = value / scale (default: KITTI 256, NYU 1000)"
     )
     parser.add_argument("--gt-scale", type=float, help="likewise for the ground truth")
+    parser.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="skip and count ground truth without a prediction (default: an error)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run_eval_pngs)
@@ -46,6 +51,7 @@ def run_eval_pngs(args: argparse.Namespace) -> int:
         pred_scale=args.pred_scale,
         gt_scale=args.gt_scale,
         progress=not args.quiet,  # the bar goes to stderr: --json stdout stays clean
+        allow_missing=args.allow_missing,
     )
     if args.json:
         print(json.dumps(report.to_json_dict()))

@@ -69,6 +69,7 @@ def evaluate_pngs(
     pred_scale: float | None = None,
     gt_scale: float | None = None,
     progress: bool = True,
+    allow_missing: bool = False,
 ) -> PngEvalReport:
     """Evaluates every `*.png` under `pred_dir` against the file at the same relative path under
     `gt_dir`.
@@ -81,6 +82,8 @@ def evaluate_pngs(
         pred_scale: defaults to the protocol's dataset scale (KITTI 256, NYU 1000).
         gt_scale: likewise.
         progress: show a tqdm bar on stderr (only when stderr is a terminal).
+        allow_missing: ground truth without a prediction is skipped and counted instead of
+            being an error (an incomplete prediction run must not pass for a full one).
 
     Raises:
         DataError: no prediction file, an undecodable file (named), sizes the protocol cannot
@@ -104,6 +107,21 @@ def evaluate_pngs(
 
     sums = MetricSums()
     skipped: list[tuple[str, str]] = []
+    predicted = {p.relative_to(pred_dir) for p in preds}
+    missing = sorted(
+        p.relative_to(gt_dir).as_posix()
+        for p in gt_dir.rglob("*")
+        if p.suffix.lower() == ".png" and p.is_file() and p.relative_to(gt_dir) not in predicted
+    )
+    if missing and not allow_missing:
+        raise DataError(
+            f"{len(missing)} ground-truth PNGs under {gt_dir} have no prediction, e.g. "
+            f"{missing[0]}",
+            hint="pass --allow-missing to skip (and count) them",
+        )
+    for rel in missing:
+        sums.add(None)
+        skipped.append((rel, "no prediction file"))
     # disable=None hides the bar when stderr is not a terminal (logs, CI, tests).
     bar = tqdm(
         preds,

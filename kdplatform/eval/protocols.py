@@ -174,6 +174,12 @@ def _align(
         if pred_shape == gt_shape:
             pred = pred[top : top + kb_h, left : left + kb_w]
         gt = gt[top : top + kb_h, left : left + kb_w]
+    elif protocol.paste_kb and gt_shape == KB_CROP:
+        raise DataError(
+            f"{where}ground truth is already KB-cropped {gt_shape}, but protocol "
+            f"{protocol.name!r} evaluates on the full frame",
+            hint="use kitti-garg-kbcrop for KB-cropped ground truth",
+        )
     elif protocol.paste_kb and big_enough and pred_shape == KB_CROP != gt_shape:
         top, left = kb_crop_offsets(gt_h, gt_w)
         canvas = pred.new_zeros(gt_shape)  # zeros outside the KB crop, as BTS does

@@ -55,3 +55,11 @@ def test_describe_rejects_bad_options(
 ) -> None:
     assert main([*DESCRIBE, *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_describe_pads_sizes_not_divisible_by_the_patch(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["models", "describe", "--height", "75", "--width", "250", "--repeats", "1"]
+    assert (
+        main([*argv, "--student", "mobilenetv2_050", "--teacher", "vit_micro_dpt", "--json"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["teacher"]["gflops"] > 0

@@ -10,6 +10,7 @@ import pytest
 
 from kdplatform.cli.main import main
 from kdplatform.data.images import encode_depth
+from kdplatform.errors import DataError
 from kdplatform.eval.metrics import METRIC_NAMES
 from kdplatform.eval.pngs import evaluate_pngs
 
@@ -179,3 +180,23 @@ def test_non_positive_scale_is_rejected(nyu_tree, capsys):
         == 2
     )
     assert "gt_scale must be > 0" in capsys.readouterr().err
+
+
+def test_ground_truth_without_prediction_is_an_error_unless_allowed(nyu_tree, capsys):
+    pred, gt = nyu_tree
+    _write(gt / "e" / "lost.png", np.ones((480, 640)), 1000)
+    argv = ["eval-pngs", "--protocol", "nyu-eigen", "--pred", str(pred), "--gt", str(gt), "--json"]
+    assert main(argv) == 2
+    assert "1 ground-truth PNGs" in capsys.readouterr().err
+    assert main([*argv, "--allow-missing"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["n_images"], report["n_skipped"]) == (2, 3)
+
+
+def test_full_frame_protocol_refuses_kb_cropped_ground_truth(tmp_path):
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    _write(pred / "f.png", np.full((352, 1216), 10.0), 256)
+    _write(gt / "f.png", np.full((352, 1216), 10.0), 256)
+    with pytest.raises(DataError, match="already KB-cropped"):
+        evaluate_pngs(pred, gt, "kitti-garg-full", progress=False)
+    assert evaluate_pngs(pred, gt, "kitti-garg-kbcrop", progress=False).n_images == 1

@@ -97,3 +97,33 @@ def test_backbone_without_a_depth_pyramid_is_rejected() -> None:
 
     with pytest.raises(ConfigError, match=r"needs \[4, 8, 16, 32\]"):
         Backbone("vit_tiny_patch16_224")
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2_050", "efficientnet_b0", "mobilenetv3_large_100"])
+def test_full_checkpoints_of_headless_feature_models_load(tmp_path: Path, name: str) -> None:
+    """timm builds these feature extractors without conv_head/classifier: a full checkpoint's
+    extra head keys are expected, not a mismatch."""
+    full = timm.create_model(name, pretrained=False).state_dict()
+    path = tmp_path / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in full.items()}, str(path))
+    backbone = build_backbone(name, weights=path)
+    assert torch.equal(backbone.body.conv_stem.weight, full["conv_stem.weight"])
+
+
+def test_empty_weights_file_is_rejected_without_a_download(tmp_path: Path) -> None:
+    path = tmp_path / "empty.pth"
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(CheckpointError, match=r"empty\.pth does not hold a state dict"):
+        build_backbone("resnet18", weights=path)
+
+
+def test_wrong_tensor_shapes_name_the_file(tmp_path: Path, resnet_state: dict) -> None:
+    path = tmp_path / "reshaped.pth"
+    torch.save({**resnet_state, "conv1.weight": torch.zeros(8, 3, 3, 3)}, path)
+    with pytest.raises(CheckpointError, match=r"reshaped\.pth does not fit backbone resnet18"):
+        build_backbone("resnet18", weights=path)
+
+
+def test_vit_patch_sizes_outside_the_reassembly_are_rejected() -> None:
+    with pytest.raises(ConfigError, match="patch size 14"):
+        build_backbone("vit_small_patch14_dinov2", depth=4)
