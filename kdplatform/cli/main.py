@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from kdplatform import __version__
-from kdplatform.cli import bench, config, data, distill, evaluate, models
+from kdplatform.cli import bench, config, data, evaluate, models, train
 from kdplatform.errors import DepthKDError
 
 EXIT_ERROR = 2
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"depthkd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, distill, config, bench, evaluate, models):
+    for module in (data, train, config, bench, evaluate, models):
         module.add_parser(commands)
     return parser
 

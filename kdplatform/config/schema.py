@@ -183,10 +183,125 @@ class ModelConfig(StrictModel):
     teacher: TeacherConfig = TeacherConfig()
 
 
-class ExperimentConfig(StrictModel):
-    """One experiment, one file: what a pipeline runs (a later issue adds the train section)."""
+class OptimConfig(StrictModel):
+    """Optimizer and poly learning-rate schedule with linear warm-up (BTS / NeWCRFs style)."""
 
-    name: str = Field("demo", pattern=r"^[A-Za-z0-9_.-]+$")
+    name: Literal["adamw", "adam"] = "adamw"
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    backbone_lr_mult: float = Field(1.0, gt=0, description="encoder lr = lr × this")
+    warmup_steps: int = Field(0, ge=0)
+    poly_power: float = Field(0.9, ge=0)
+    end_lr_ratio: float = Field(0.01, ge=0, le=1, description="final lr = lr × this")
+
+
+class LossConfig(StrictModel):
+    """Weights and settings of the named loss terms; each term is logged on its own."""
+
+    silog: float = Field(1.0, ge=0, description="supervised SILog weight")
+    variance_focus: float = Field(0.85, ge=0, le=1)
+    min_depth: float | None = Field(
+        None, gt=0, description="GT threshold of the supervised loss; unset: 1 m KITTI, 0.1 m NYU"
+    )
+    attentive_kd: float = Field(1.0, ge=0, description="α: attentive feature KD weight")
+    attention_tau: float = Field(1.0, gt=0, description="τ: attention temperature")
+    attentive: bool = Field(True, description="False: uniform feature KD (ablation)")
+    response_kd: float = Field(0.5, ge=0, description="β: student vs teacher depth")
+    response_kind: Literal["l1", "log_l1", "silog"] = "log_l1"
+    cross: float = Field(0.1, ge=0, description="URCDC pseudo-label weight")
+    cross_mode: Literal["urcdc", "rectified"] = "urcdc"
+    confidence_temperature: float = Field(0.2, gt=0, description="T_u (URCDC: 1/T_u = 5)")
+    confidence_fit: float = Field(0.5, ge=0)
+
+
+class StageConfig(StrictModel):
+    """One training stage: how long, its optimizer and its losses."""
+
+    steps: int = Field(200, ge=1, description="optimizer steps")
+    optim: OptimConfig = OptimConfig()
+    loss: LossConfig = LossConfig()
+
+
+class AcclimateConfig(StageConfig):
+    """Teacher acclimation: teacher encoder at a low lr, adapters and ghost decoder."""
+
+    optim: OptimConfig = OptimConfig(backbone_lr_mult=0.1)
+    teacher_loss: float = Field(1.0, ge=0, description="SILog weight on the teacher's own head")
+    freeze_ghost_after: int | None = Field(
+        None, ge=0, description="freeze the ghost decoder after this many steps (None: never)"
+    )
+
+
+class DistillConfig(StageConfig):
+    """Student distillation from a frozen acclimated teacher."""
+
+    teacher: str | None = Field(
+        None, description="acclimated teacher: registry name@alias, run id or checkpoint path"
+    )
+    acclimate_first: bool = Field(True, description="no teacher given: run acclimation first")
+
+
+class CrossDistillConfig(StageConfig):
+    """URCDC mode: both branches trained jointly."""
+
+    p_bypass: float = Field(0.05, ge=0, le=1, description="coupling bypass probability at start")
+    anneal_from: float = Field(0.5, ge=0, le=1, description="fraction of training, then to 1")
+    schedule: Literal["alternate", "sum"] = "alternate"
+
+
+class EvalConfig(StrictModel):
+    protocol: str | None = Field(
+        None, description="unset: nyu-eigen for NYU, kitti-garg-kbcrop for KITTI"
+    )
+    tta: Literal["none", "mean", "edge-blend"] = "none"
+    max_batches: int | None = Field(None, ge=1, description="per rank; unset: the whole split")
+
+
+class TrainConfig(StrictModel):
+    """Settings every stage shares: cluster shape, precision, cadence, storage, failures."""
+
+    workers: int = Field(1, ge=0, description="Ray Train workers; 0 runs in the driver (tests)")
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    strategy: Literal["ddp", "deepspeed"] = "ddp"
+    zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage")
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    accumulate: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    grad_clip: float | None = Field(1.0, gt=0)
+    log_every: int = Field(10, ge=1)
+    eval_every: int = Field(100, ge=1)
+    checkpoint_every: int = Field(50, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    max_failures: int = Field(0, ge=-1, description="worker-group restarts; -1: unlimited")
+    storage: Path | None = Field(None, description="Ray storage; unset: $DEPTHKD_HOME/ray_results")
+    fail_at_step: int | None = Field(
+        None, ge=1, description="test hook: rank 0 kills itself at this step on the first attempt"
+    )
+
+    @field_validator("storage")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return absolute_path(value)
+
+
+class TrackingConfig(StrictModel):
+    experiment: str = "depthkd"
+    register_models: bool = Field(True, description="register acclimated teacher and student")
+    student_model: str = "depthkd-student"
+    teacher_model: str = "depthkd-teacher"
+    system_metrics: bool = True
+
+
+class ExperimentConfig(StrictModel):
+    """One experiment, one file: data, models, the stages and how they are tracked."""
+
+    name: str = Field("demo", pattern=r"^[A-Za-z0-9_.-]+$", description="job id; reuse resumes")
     seed: int = 0
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    acclimate: AcclimateConfig = AcclimateConfig()
+    distill: DistillConfig = DistillConfig()
+    cross_distill: CrossDistillConfig = CrossDistillConfig()
+    eval: EvalConfig = EvalConfig()
+    tracking: TrackingConfig = TrackingConfig()

@@ -122,7 +122,8 @@ _register(
         dataset="nyu",
         max_depth=NYU_MAX_DEPTH,
         crop="nyu-eigen",
-        description="NYU Depth V2, Eigen crop [45:471, 41:601] of the 480x640 frame",
+        description="NYU Depth V2, Eigen crop [45:471, 41:601] of the 480x640 frame "
+        "(scaled for other frame sizes)",
     )
 )
 
@@ -135,7 +136,12 @@ def get_protocol(protocol: Protocol | str) -> Protocol:
 def crop_box(crop: CropName, height: int, width: int) -> tuple[int, int, int, int]:
     """(top, bottom, left, right) of `crop` on a ground truth of size height × width."""
     if crop == "nyu-eigen":
-        return NYU_EIGEN_BOX
+        if (height, width) == NYU_SIZE:
+            return NYU_EIGEN_BOX
+        # frames at another resolution (e.g. half-size): the same box in fractions of the frame
+        top, bottom, left, right = NYU_EIGEN_BOX
+        sy, sx = height / NYU_SIZE[0], width / NYU_SIZE[1]
+        return int(top * sy), int(bottom * sy), int(left * sx), int(right * sx)
     fractions = {"garg": GARG_CROP, "eigen": EIGEN_CROP}[crop]
     top, bottom, left, right = fractions
     return int(top * height), int(bottom * height), int(left * width), int(right * width)
@@ -193,12 +199,6 @@ def _align(
             f"{where}prediction {pred_shape} does not fit ground truth {gt_shape} "
             f"under protocol {protocol.name!r}: expected {accepted}",
             hint="resize predictions to the ground-truth size before writing them",
-        )
-    if protocol.crop == "nyu-eigen" and gt_shape != NYU_SIZE:
-        raise DataError(
-            f"{where}protocol {protocol.name!r} crops pixels [45:471, 41:601] of a {NYU_SIZE} "
-            f"frame, but the ground truth is {gt_shape}",
-            hint="NYU predictions and ground truth are evaluated at 480x640",
         )
     return pred, gt
 

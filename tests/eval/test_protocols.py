@@ -140,7 +140,6 @@ def test_pasted_zeros_outside_the_kb_crop_are_clamped_not_nan():
         ("kitti-garg-kbcrop", (375, 1240), KITTI_GT),
         ("kitti-garg-kbcrop", (352, 1216), (300, 1242)),
         ("nyu-eigen", (240, 320), (480, 640)),
-        ("nyu-eigen", (352, 1216), (352, 1216)),
     ],
 )
 def test_size_mismatch_names_both_shapes_and_the_protocol(protocol, pred_shape, gt_shape):
@@ -150,6 +149,15 @@ def test_size_mismatch_names_both_shapes_and_the_protocol(protocol, pred_shape, 
     assert str(gt_shape) in message and message.startswith("a.png: ")
     if pred_shape != gt_shape:
         assert str(pred_shape) in message
+
+
+def test_nyu_crop_scales_with_the_frame():
+    """Half-size NYU-like frames (the bundled synthetic set) keep the Eigen box in fractions."""
+    assert crop_box("nyu-eigen", 240, 320) == (22, 235, 20, 300)
+    assert (
+        evaluate_image(np.full((240, 320), 2.0), np.full((240, 320), 2.0), "nyu-eigen")["abs_rel"]
+        == 0
+    )
 
 
 def test_format_table_names_the_protocol():

@@ -1,0 +1,32 @@
+"""Tracking and registry on MLflow: one run per job, rank-0 logging with exactly-once metrics,
+depth image grids, and depth models logged, registered under aliases and loaded back.
+
+Every MLflow call of depthkd lives in this package; the rest of the code sees `JobRun` (plain
+data), `RunLogger` and the functions below.
+"""
+
+from kdplatform.tracking.images import depth_grid
+from kdplatform.tracking.logger import RunLogger
+from kdplatform.tracking.model_registry import (
+    load_registered_model,
+    log_depth_model,
+    register_model,
+    resolve_model_reference,
+)
+from kdplatform.tracking.runs import JobRun, finish_job_run, open_job_run
+from kdplatform.tracking.store import artifact_root, ensure_experiment, tracking_uri
+
+__all__ = [
+    "JobRun",
+    "RunLogger",
+    "artifact_root",
+    "depth_grid",
+    "ensure_experiment",
+    "finish_job_run",
+    "load_registered_model",
+    "log_depth_model",
+    "open_job_run",
+    "register_model",
+    "resolve_model_reference",
+    "tracking_uri",
+]

@@ -1,0 +1,355 @@
+"""Depth models in MLflow: log them with their run, register versions under aliases, load them back.
+
+A logged depth model is two things: the weights file `<name>/state_dict.pt` among the run's
+artifacts (what a person browsing the run finds), and an MLflow 3 *LoggedModel* named `<name>`
+holding a pyfunc (`DepthPyfuncModel`) with its own copy of the weights, so that registry versions
+point at exactly the weights they were registered with. Stages are deprecated; promotion moves
+aliases (`depthkd-student@challenger`, `@champion`).
+
+Accepted references (`resolve_model_reference`): `name@alias`, `models:/name@alias`,
+`models:/name/<version>`, `models:/<model_id>`, `runs:/<run_id>/<name>`, or a bare run id.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.pyfunc
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model
+from torch import nn
+
+import kdplatform
+import models
+from kdplatform.errors import CheckpointError, RegistryError
+from kdplatform.tracking.pyfunc_model import WEIGHTS_ARTIFACT, DepthPyfuncModel
+from kdplatform.tracking.runs import JobRun
+from kdplatform.tracking.store import client_for, pinned_tracking_uri, tracking_uri
+from models.serialization import load_model, save_model, unwrap
+
+STATE_DICT_FILE = "state_dict.pt"
+
+# Distributions the pyfunc imports when it loads; pinned so MLflow need not infer them (which
+# loads the model in a subprocess) and so a serving image gets the versions we trained with.
+_REQUIREMENTS = (
+    "mlflow",
+    "torch",
+    "torchvision",
+    "timm",
+    "numpy",
+    "pydantic",
+    "PyYAML",
+    "Pillow",
+    "matplotlib",
+)
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+_FORMS = "name@alias, models:/name@alias, models:/name/<version>, runs:/<run_id>/<name> or a run id"
+
+
+def log_depth_model(run: JobRun, model: nn.Module, *, name: str = "student", step: int = 0) -> str:
+    """Logs `model`'s weights and a pyfunc model named `name` to `run`.
+
+    Args:
+        run: the job's run (call on rank 0 only).
+        model: a `DepthModel` from `models.zoo`, possibly wrapped by DDP / DeepSpeed / compile.
+        name: artifact directory of the weights and name of the logged model.
+        step: training step the weights belong to (MLflow links the model to the run's metrics
+            at that step).
+
+    Returns:
+        The logged model's URI (`models:/<model_id>`), to pass to `register_model`.
+    """
+    client = client_for(run.tracking_uri)
+    with (
+        tempfile.TemporaryDirectory(prefix="depthkd-model-") as tmp,
+        pinned_tracking_uri(run.tracking_uri),
+    ):
+        weights = save_model(model, Path(tmp) / STATE_DICT_FILE)
+        client.log_artifact(run.run_id, str(weights), name)
+        # Created here in the run's experiment: `Model.log` without a model id would create it in
+        # the fluent default experiment ("0", artifacts under ./mlruns), not the run's.
+        logged = client.create_logged_model(
+            experiment_id=run.experiment_id,
+            name=name,
+            source_run_id=run.run_id,
+            tags={"depthkd.kind": unwrap(model).arch["kind"]},
+        )
+        info = Model.log(
+            artifact_path=None,
+            name=name,
+            flavor=mlflow.pyfunc,
+            run_id=run.run_id,
+            model_id=logged.model_id,
+            step=step,
+            python_model=DepthPyfuncModel(),
+            artifacts={WEIGHTS_ARTIFACT: str(weights)},
+            code_paths=[str(Path(p).parent) for p in (models.__file__, kdplatform.__file__)],
+            pip_requirements=_pip_requirements(),
+        )
+    return info.model_uri
+
+
+def register_model(
+    model_uri: str,
+    registered_name: str,
+    *,
+    alias: str,
+    tags: dict[str, Any] | None = None,
+    home: Path | None = None,
+) -> int:
+    """Registers `model_uri` as a new version of `registered_name` and points `alias` at it.
+
+    Args:
+        model_uri: `models:/<model_id>` from `log_depth_model`, or any reference that
+            `resolve_model_reference` accepts.
+        registered_name: registered model, created if missing (e.g. `depthkd-student`).
+        alias: alias moved to the new version (e.g. `challenger`).
+        tags: version tags (values as `str()`), e.g. the dataset and eval protocol.
+        home: local state root for the default store.
+
+    Returns:
+        The new version number.
+    """
+    uri = tracking_uri(home)
+    client = client_for(uri)
+    # MLflow 3.17 resolves `models:/` sources and model artifacts through the *global* tracking
+    # URI in places (the SQL registry's create_model_version, runs:/ artifact listing).
+    with pinned_tracking_uri(uri):
+        model_id = _logged_model_id(client, resolve_model_reference(model_uri, home=home))
+        logged = client.get_logged_model(model_id)
+        try:
+            client.create_registered_model(registered_name)
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        version = client.create_model_version(
+            registered_name,
+            source=f"models:/{model_id}",
+            run_id=logged.source_run_id,
+            tags={str(k): str(v) for k, v in (tags or {}).items()},
+            model_id=model_id,
+        )
+        client.set_registered_model_alias(registered_name, alias, version.version)
+    return int(version.version)
+
+
+def load_registered_model(uri: str, *, home: Path | None = None) -> nn.Module:
+    """The `DepthModel` behind a reference, rebuilt from its weights (eval mode, on the CPU).
+
+    Args:
+        uri: `models:/<name>@<alias>`, `runs:/<run_id>/<name>` or any other accepted reference.
+        home: local state root for the default store.
+
+    Raises:
+        RegistryError: the reference names no model.
+        CheckpointError: its weights cannot be downloaded or do not rebuild a model.
+    """
+    store_uri = tracking_uri(home)
+    client = client_for(store_uri)
+    with (
+        pinned_tracking_uri(store_uri),
+        tempfile.TemporaryDirectory(prefix="depthkd-load-") as tmp,
+    ):
+        resolved = resolve_model_reference(uri, home=home)
+        if resolved.startswith("runs:/"):
+            weights_uri = f"{resolved}/{STATE_DICT_FILE}"
+        else:
+            model_id = _logged_model_id(client, resolved)
+            location = client.get_logged_model(model_id).artifact_location
+            weights_uri = f"{location.rstrip('/')}/artifacts/{STATE_DICT_FILE}"
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                artifact_uri=weights_uri, dst_path=tmp, tracking_uri=store_uri
+            )
+        except MlflowException as exc:
+            raise CheckpointError(
+                f"cannot download the weights of {uri} ({weights_uri}): {exc}"
+            ) from exc
+        return load_model(Path(path))
+
+
+def resolve_model_reference(ref: str, *, home: Path | None = None) -> str:
+    """A loadable URI for `ref`, after checking that what it names exists.
+
+    `name@alias` becomes `models:/name@alias`; a bare run id becomes `runs:/<id>/<name>` when the
+    run logged exactly one depth model; `models:/` and `runs:/` URIs are returned as they are.
+
+    Raises:
+        RegistryError: unknown registered model, alias, version, run or model name; the hint lists
+            what exists.
+    """
+    uri = tracking_uri(home)
+    with pinned_tracking_uri(uri):
+        return _resolve(client_for(uri), ref.strip())
+
+
+def _resolve(client: MlflowClient, ref: str) -> str:
+    if ref.startswith("models:/"):
+        _check_models_uri(client, ref)
+        return ref
+    if ref.startswith("runs:/"):
+        run_id, _, name = ref.removeprefix("runs:/").strip("/").partition("/")
+        if name not in _logged_weights(client, run_id):
+            raise RegistryError(
+                f"run {run_id} has no depth model {name!r}",
+                hint=_run_models_hint(client, run_id),
+            )
+        return f"runs:/{run_id}/{name}"
+    if "@" in ref and "/" not in ref:
+        uri = f"models:/{ref}"
+        _check_models_uri(client, uri)
+        return uri
+    if _RUN_ID.match(ref):
+        names = _logged_weights(client, ref)
+        if len(names) == 1:
+            return f"runs:/{ref}/{names[0]}"
+        raise RegistryError(
+            f"run {ref} logged {'no' if not names else 'several'} depth models",
+            hint=_run_models_hint(client, ref),
+        )
+    registered = _registered_names(client)
+    hint = f"use one of: {_FORMS}"
+    if ref in registered:
+        hint = f"{ref} has aliases {_aliases_text(client, ref)}: use {ref}@<alias>"
+    elif registered:
+        hint += f"; registered models: {', '.join(registered)}"
+    raise RegistryError(f"{ref!r} is not a model reference", hint=hint)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _check_models_uri(client: MlflowClient, uri: str) -> None:
+    """Raises RegistryError unless the `models:/` URI names an existing model."""
+    _logged_model_id(client, uri)
+
+
+def _logged_model_id(client: MlflowClient, uri: str) -> str:
+    """The LoggedModel id behind a `models:/` or `runs:/<run_id>/<name>` URI."""
+    if uri.startswith("runs:/"):
+        run_id, _, name = uri.removeprefix("runs:/").strip("/").partition("/")
+        return _latest_logged_model(client, run_id, name)
+    path = uri.removeprefix("models:/").strip("/")
+    name, _, version = path.partition("/")
+    alias = None
+    if not version and "@" in name:
+        name, _, alias = name.rpartition("@")
+    if not version and alias is None:  # models:/<model_id>
+        try:
+            return client.get_logged_model(name).model_id
+        except MlflowException as exc:
+            raise RegistryError(
+                f"no logged model {name!r} ({uri})", hint=f"use one of: {_FORMS}"
+            ) from exc
+    if not _registered(client, name):
+        registered = _registered_names(client)
+        raise RegistryError(
+            f"no registered model {name!r} ({uri})",
+            hint=f"registered models: {', '.join(registered)}" if registered else None,
+        )
+    try:
+        if alias is not None:
+            mv = client.get_model_version_by_alias(name, alias)
+        elif version.isdigit():
+            mv = client.get_model_version(name, version)
+        else:
+            raise RegistryError(
+                f"{uri}: stages like {version!r} are deprecated in MLflow; use an alias",
+                hint=f"{name} has aliases {_aliases_text(client, name)}",
+            )
+    except MlflowException as exc:
+        what = f"alias {alias!r}" if alias is not None else f"version {version}"
+        raise RegistryError(
+            f"registered model {name!r} has no {what}",
+            hint=f"{name} has aliases {_aliases_text(client, name)}",
+        ) from exc
+    # The SQL registry does not store `model_id` (always None there); the source holds it.
+    model_id = mv.model_id or _model_id_of_source(mv.source or "")
+    if model_id is None:
+        raise CheckpointError(
+            f"{uri} (version {mv.version}, source {mv.source}) was not logged by depthkd"
+        )
+    return model_id
+
+
+def _model_id_of_source(source: str) -> str | None:
+    path = source.removeprefix("models:/").strip("/")
+    if source.startswith("models:/") and "/" not in path and "@" not in path:
+        return path
+    return None
+
+
+def _latest_logged_model(client: MlflowClient, run_id: str, name: str) -> str:
+    """The most recent LoggedModel named `name` that run `run_id` produced."""
+    run = _get_run(client, run_id)
+    found = client.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"name = '{name}' AND source_run_id = '{run_id}'",
+        order_by=[{"field_name": "creation_time", "ascending": False}],
+        max_results=1,
+    )
+    if not found:
+        raise RegistryError(f"run {run_id} logged no model {name!r}")
+    return found[0].model_id
+
+
+def _logged_weights(client: MlflowClient, run_id: str) -> list[str]:
+    """Names under which run `run_id` logged depth model weights (`<name>/state_dict.pt`)."""
+    _get_run(client, run_id)
+    names = []
+    for entry in client.list_artifacts(run_id):
+        if entry.is_dir:
+            files = {Path(f.path).name for f in client.list_artifacts(run_id, entry.path)}
+            if STATE_DICT_FILE in files:
+                names.append(entry.path)
+    return sorted(names)
+
+
+def _get_run(client: MlflowClient, run_id: str) -> Any:
+    try:
+        return client.get_run(run_id)
+    except MlflowException as exc:
+        raise RegistryError(f"no MLflow run {run_id!r} in {client.tracking_uri}") from exc
+
+
+def _run_models_hint(client: MlflowClient, run_id: str) -> str:
+    names = _logged_weights(client, run_id)
+    if not names:
+        return f"run {run_id} has no <name>/{STATE_DICT_FILE} artifact"
+    return "use " + " or ".join(f"runs:/{run_id}/{n}" for n in names)
+
+
+def _registered(client: MlflowClient, name: str) -> bool:
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        return False
+    return True
+
+
+def _registered_names(client: MlflowClient) -> list[str]:
+    return sorted(m.name for m in client.search_registered_models(max_results=100))
+
+
+def _aliases_text(client: MlflowClient, name: str) -> str:
+    aliases = client.get_registered_model(name).aliases  # {alias: version}
+    if not aliases:
+        return "none"
+    return ", ".join(f"{a} (v{v})" for a, v in sorted(aliases.items()))
+
+
+def _pip_requirements() -> list[str]:
+    reqs = []
+    for dist in _REQUIREMENTS:
+        try:
+            version = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        reqs.append(f"{dist}=={version.split('+')[0]}")  # drop local labels like +cu132
+    return reqs

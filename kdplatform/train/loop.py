@@ -1,0 +1,309 @@
+"""The worker loop every stage runs on Ray Train, in one fixed order:
+validate config → resume from `get_checkpoint()` → data → models → `prepare_model` → steps →
+`report(metrics, checkpoint)` on every rank.
+
+* AdamW / Adam with the encoder at `backbone_lr_mult`, poly LR with warm-up, gradient clipping,
+  bf16 autocast (CPU or GPU) or fp16 with a grad scaler (GPU), gradient accumulation (DDP
+  `no_sync` on all but the last micro-batch).
+* Periodic evaluation on the eval stream; per-image metrics summed on each rank and all-reduced.
+* A checkpoint every `checkpoint_every` steps and at the end: model, optimizer, scheduler, step and
+  RNG state. A resumed worker group continues at exactly the saved step; the training stream is
+  keyed by (seed, epoch) and the batches already consumed in that epoch are skipped.
+* Metrics go to the tracking run through a buffer flushed at each checkpoint: after a crash the
+  steps since the last checkpoint are logged again, so the history has no duplicates and no gaps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+from torch import nn
+
+from kdplatform.config.schema import ExperimentConfig
+from kdplatform.data.loader import eval_loader, train_loader
+from kdplatform.eval.metrics import MetricSums
+from kdplatform.eval.protocols import evaluate_image
+from kdplatform.eval.tta import predict_with_flip
+from kdplatform.tracking.logger import RunLogger
+from kdplatform.tracking.runs import JobRun
+from kdplatform.train.checkpoint import (
+    load_training_state,
+    rng_state,
+    save_training_state,
+    set_rng_state,
+)
+from kdplatform.train.profile import DataProfile
+from kdplatform.train.stages import STAGES, Stage
+from models.serialization import save_model
+
+FAULT_MARKER = ".depthkd-fault-injected"
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """What the driver resolved for the workers; crosses into Ray as a plain dict."""
+
+    stage: str
+    shards: str
+    profile: dict
+    run: dict | None
+    teacher: str | None
+    job_dir: str  # absolute; holds the fault-injection marker
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """`train_loop_per_worker` of every stage."""
+    cfg = ExperimentConfig.model_validate(config["experiment"])
+    job = WorkerJob(**config["job"])
+    profile = DataProfile(**job.profile)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+
+    torch.manual_seed(cfg.seed)
+    stage = STAGES.get(job.stage)(cfg, profile, Path(job.teacher) if job.teacher else None)
+    model = stage.model.to(device)
+    optimizer = _optimizer(stage)
+    scheduler = _scheduler(stage, optimizer)
+    start = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = load_training_state(Path(directory))
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        start = state["step"]
+    wrapped = ray.train.torch.prepare_model(
+        model,
+        parallel_strategy_kwargs={"find_unused_parameters": stage.find_unused_parameters},
+    )
+    logger = RunLogger(JobRun.from_dict(job.run), rank=rank) if job.run else None
+    if logger and start == 0:
+        logger.log_params(cfg.model_dump(mode="json"))
+
+    runner = _Runner(cfg, stage, job, profile, wrapped, model, optimizer, scheduler, logger)
+    try:
+        runner.train(start, rank=rank, world=world, device=device)
+    finally:
+        if logger:
+            logger.close()
+
+
+def _optimizer(stage: Stage) -> torch.optim.Optimizer:
+    optim = stage.cfg.optim
+    params = [p for p in stage.model.parameters() if p.requires_grad]
+    encoder = [p for p in params if id(p) in stage.encoder_params]
+    rest = [p for p in params if id(p) not in stage.encoder_params]
+    groups = [
+        {"params": encoder, "lr": optim.lr * optim.backbone_lr_mult},
+        {"params": rest, "lr": optim.lr},
+    ]
+    cls = torch.optim.AdamW if optim.name == "adamw" else torch.optim.Adam
+    return cls([g for g in groups if g["params"]], weight_decay=optim.weight_decay)
+
+
+def _scheduler(
+    stage: Stage, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler:
+    from kdplatform.train.schedule import poly_scheduler
+
+    return poly_scheduler(optimizer, total=stage.cfg.steps, cfg=stage.cfg.optim)
+
+
+class _Runner:
+    """The step loop of one worker (state shared by train, evaluate and checkpoint)."""
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        stage: Stage,
+        job: WorkerJob,
+        profile: DataProfile,
+        wrapped: nn.Module,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        logger: RunLogger | None,
+    ) -> None:
+        self.cfg, self.stage, self.job, self.profile = cfg, stage, job, profile
+        self.wrapped, self.model = wrapped, model
+        self.optimizer, self.scheduler, self.logger = optimizer, scheduler, logger
+        self.train_cfg = cfg.train
+        self.shards = Path(job.shards)
+
+    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        amp = self.train_cfg.amp
+        if amp == "off":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+        return torch.autocast(device_type=device.type, dtype=dtype)
+
+    def _micro_batches(self, start_micro: int, device: torch.device) -> Iterator[dict]:
+        per_epoch = self.cfg.data.steps_per_epoch
+        epoch, skip = divmod(start_micro, per_epoch)
+        while True:
+            stream = train_loader(
+                self.shards,
+                self.cfg.data.train_split,
+                self.cfg.data,
+                seed=self.cfg.seed,
+                epoch=epoch,
+            )
+            for index, batch in enumerate(stream):
+                if index >= skip:
+                    yield {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            epoch, skip = epoch + 1, 0
+
+    def train(self, start: int, *, rank: int, world: int, device: torch.device) -> None:
+        total, accumulate = self.stage.cfg.steps, self.train_cfg.accumulate
+        scaler = torch.amp.GradScaler(device.type, enabled=self.train_cfg.amp == "fp16")
+        batches = self._micro_batches(start * accumulate, device)
+        window: dict[str, float] = {}
+        window_steps, window_samples, window_start = 0, 0, time.perf_counter()
+        if start == 0 and self.stage.eval_before:
+            self.evaluate(0, rank=rank, world=world, device=device)
+        self.wrapped.train()
+        for step in range(start, total):
+            self._maybe_fail(step + 1, rank)
+            self.stage.on_step(self.wrapped, step)
+            for micro in range(accumulate):
+                batch = next(batches)
+                sync = micro == accumulate - 1 or world == 1
+                context = contextlib.nullcontext() if sync else self.wrapped.no_sync()
+                with context, self._autocast(device):
+                    terms = self.stage.step(self.wrapped, batch, step)
+                scaler.scale(terms["loss"] / accumulate).backward()
+                for name, value in terms.items():
+                    window[name] = window.get(name, 0.0) + float(value.detach()) / accumulate
+                window_samples += batch["image"].shape[0] * world
+            if self.train_cfg.grad_clip:
+                scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg.grad_clip)
+            scaler.step(self.optimizer)
+            scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            window_steps += 1
+            done = step + 1
+            if done % self.train_cfg.log_every == 0 or done == total:
+                elapsed = time.perf_counter() - window_start
+                metrics = {f"train/{k}": v / window_steps for k, v in window.items()}
+                metrics["train/lr"] = self.scheduler.get_last_lr()[-1]
+                metrics["train/samples_per_s"] = window_samples / elapsed
+                metrics["train/step_time_ms"] = 1000 * elapsed / window_steps
+                self._log(metrics, done)
+                if rank == 0:
+                    print(
+                        f"[{self.stage.name}] step {done}/{total} loss {metrics['train/loss']:.4f} "
+                        f"{metrics['train/samples_per_s']:.1f} samples/s",
+                        flush=True,
+                    )
+                window, window_steps, window_samples = {}, 0, 0
+                window_start = time.perf_counter()
+            report: dict[str, float] = {"step": done}
+            if done % self.train_cfg.eval_every == 0 or done == total:
+                report |= self.evaluate(done, rank=rank, world=world, device=device)
+                self.wrapped.train()
+            if done % self.train_cfg.checkpoint_every == 0 or done == total:
+                self.checkpoint(done, report, rank=rank, final=done == total)
+
+    def _log(self, metrics: dict[str, float], step: int) -> None:
+        """One tracking run per job: metric names carry the stage (`distill/train/loss`)."""
+        if self.logger:
+            self.logger.log_metrics({f"{self.stage.name}/{k}": v for k, v in metrics.items()}, step)
+
+    def _maybe_fail(self, step: int, rank: int) -> None:
+        """Test hook: rank 0 dies at `fail_at_step` once per job (a marker file remembers)."""
+        if self.train_cfg.fail_at_step != step or rank != 0:
+            return
+        marker = Path(self.job.job_dir) / FAULT_MARKER
+        if marker.exists():
+            return
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"killed at step {step}\n")
+        print(f"[{self.stage.name}] fault injection: rank 0 exits at step {step}", flush=True)
+        os._exit(1)
+
+    @torch.no_grad()
+    def evaluate(
+        self, step: int, *, rank: int, world: int, device: torch.device
+    ) -> dict[str, float]:
+        self.model.eval()
+        sums, grid = MetricSums(), None
+        stream = eval_loader(
+            self.shards, self.cfg.data.eval_split, self.cfg.data, rank=rank, world_size=world
+        )
+        for index, batch in enumerate(stream):
+            if self.cfg.eval.max_batches and index >= self.cfg.eval.max_batches:
+                break
+            images = batch["image"].to(device)
+            with self._autocast(device):
+                pred = predict_with_flip(
+                    lambda x: self.stage.predict(self.model, x), images, self.cfg.eval.tta
+                )
+            pred = pred.float().cpu()
+            for j in range(pred.shape[0]):
+                has_gt = bool(batch["has_gt"][j])
+                sums.add(
+                    evaluate_image(pred[j, 0], batch["depth"][j, 0], self.profile.protocol)
+                    if has_gt
+                    else None
+                )
+            if grid is None:
+                grid = (batch["image"], batch["depth"], pred)
+        sums = sums.all_reduce()
+        means = sums.means()
+        self._log({f"eval/{k}": v for k, v in means.items()}, step)
+        if self.logger and grid is not None:
+            self.logger.log_image_grid(step, *grid, max_depth=self.profile.max_depth)
+        if rank == 0:
+            print(
+                f"[{self.stage.name}] eval step {step} ({self.profile.protocol}, "
+                f"{sums.n_images} images): abs_rel {means['abs_rel']:.4f} rmse {means['rmse']:.4f} "
+                f"d1 {means['d1']:.4f}",
+                flush=True,
+            )
+        return {f"eval/{k}": v for k, v in means.items()}
+
+    def checkpoint(self, step: int, metrics: dict[str, float], *, rank: int, final: bool) -> None:
+        directory = Path(tempfile.mkdtemp(prefix=f"depthkd-{self.stage.name}-"))
+        checkpoint = None
+        if rank == 0:
+            save_training_state(
+                directory,
+                {
+                    "stage": self.stage.name,
+                    "step": step,
+                    "model": self.model.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "rng": rng_state(),
+                    "config": self.cfg.model_dump(mode="json"),
+                },
+            )
+            if final:
+                for role, module in self.stage.exports(self.model).items():
+                    save_model(module, directory / f"export_{role}.pt")
+            if self.logger:
+                self.logger.flush()  # before the report: see RunLogger on crash windows
+            checkpoint = ray.train.Checkpoint.from_directory(directory)
+        ray.train.report(metrics, checkpoint=checkpoint)
+        # Ray copied it to storage; in local mode (no workers) the result points at it, so keep it
+        if self.train_cfg.workers > 0:
+            shutil.rmtree(directory, ignore_errors=True)

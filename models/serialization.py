@@ -1,0 +1,94 @@
+"""The self-describing model file: `{"arch": ..., "state_dict": ...}` (nanoGPT style).
+
+`arch` holds the kind and builder arguments (`DepthModel.arch`, `AcclimatedTeacher.arch`), so the
+file rebuilds its model with no YAML. Written atomically, read with `weights_only=True`. Training
+exports, registry artifacts and the MLflow pyfunc all use it.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdplatform import atomic
+from kdplatform.errors import CheckpointError, RegistryError
+
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside DDP / DeepSpeed (`.module`) and `torch.compile` (`._orig_mod`)."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """State dict keys without DDP (`module.`) / torch.compile (`_orig_mod.`) prefixes."""
+    cleaned = {}
+    for key, value in state.items():
+        while key.startswith(_PREFIXES):
+            key = key.split(".", 1)[1]
+        cleaned[key] = value
+    return cleaned
+
+
+def model_payload(model: nn.Module) -> dict[str, Any]:
+    """`{"arch", "state_dict"}` of a (possibly wrapped) model built by `models.zoo`, on the CPU."""
+    bare = unwrap(model)
+    arch = getattr(bare, "arch", None)
+    if not isinstance(arch, dict) or not arch.get("kind"):
+        raise CheckpointError(
+            f"{type(bare).__name__} has no arch; cannot export it",
+            hint="export models built by models.zoo (build_student, build_teacher, ...)",
+        )
+    state = {k: v.detach().cpu() for k, v in clean_state_dict(bare.state_dict()).items()}
+    return {"arch": arch, "state_dict": state}
+
+
+def save_model(model: nn.Module, path: Path) -> Path:
+    """Writes `model_payload(model)` to `path` atomically."""
+    buffer = io.BytesIO()
+    torch.save(model_payload(model), buffer)
+    atomic.write_bytes(Path(path), buffer.getvalue())
+    return Path(path)
+
+
+def load_model(path: Path, *, expect: str | None = None) -> nn.Module:
+    """Rebuilds the model of a file written by `save_model` and loads its state, in eval mode.
+
+    Args:
+        path: the model file.
+        expect: "student" or "teacher": reject a file holding another kind (an acclimated
+            teacher counts as a teacher).
+
+    Raises:
+        CheckpointError: unreadable file, no arch / state_dict, wrong kind, or a mismatch.
+    """
+    from models.zoo import build_from_arch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"model file {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read model file {path}: {exc}") from exc
+    if not isinstance(payload, dict) or not {"arch", "state_dict"} <= payload.keys():
+        raise CheckpointError(f"{path} is not a depthkd model file (no arch / state_dict)")
+    arch = payload["arch"]
+    kind = arch.get("kind", "") if isinstance(arch, dict) else ""
+    if expect and not kind.endswith(expect):
+        raise CheckpointError(f"{path} holds a {kind or 'model of unknown kind'}, not a {expect}")
+    try:
+        model = build_from_arch(arch)
+        model.load_state_dict(clean_state_dict(payload["state_dict"]))
+    except (KeyError, ValueError, RuntimeError, RegistryError) as exc:
+        raise CheckpointError(f"{path} does not rebuild its model (arch {arch!r}): {exc}") from exc
+    return model.eval()

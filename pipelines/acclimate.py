@@ -1,0 +1,8 @@
+"""`python pipelines/acclimate.py [--config FILE] [key=value ...]` = `depthkd acclimate`."""
+
+import sys
+
+from kdplatform.cli.main import main
+
+if __name__ == "__main__":
+    sys.exit(main(["acclimate", *sys.argv[1:]]))

@@ -1,0 +1,40 @@
+"""Store location: the embedded SQLite default, $MLFLOW_TRACKING_URI, experiments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from kdplatform.errors import ConfigError
+from kdplatform.tracking.store import artifact_root, ensure_experiment, tracking_uri
+
+
+def test_default_store_is_absolute_sqlite_under_home(home: Path) -> None:
+    assert tracking_uri() == f"sqlite:///{home.resolve()}/mlflow.db"
+    assert tracking_uri(Path("../elsewhere")) == f"sqlite:///{home.parent / 'elsewhere'}/mlflow.db"
+    assert artifact_root() == home.resolve() / "mlartifacts"
+    assert artifact_root().is_absolute()
+
+
+def test_env_tracking_uri_wins(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    assert tracking_uri(home) == "http://mlflow.example:5000"
+    # Ray workers run elsewhere: a relative SQLite path is resolved on the driver.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///local.db")
+    assert tracking_uri() == f"sqlite:///{Path.cwd() / 'local.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////abs/x.db")
+    assert tracking_uri() == "sqlite:////abs/x.db"
+
+
+def test_ensure_experiment_get_or_create_and_deleted(home: Path) -> None:
+    client = MlflowClient(tracking_uri(home))
+    exp_id = ensure_experiment(client, "kd/nyu distill", artifact_root(home))
+    assert ensure_experiment(client, "kd/nyu distill", artifact_root(home)) == exp_id
+    location = client.get_experiment(exp_id).artifact_location
+    assert location == (artifact_root(home) / "kd-nyu-distill").as_uri()
+    client.delete_experiment(exp_id)
+    with pytest.raises(ConfigError, match="kd/nyu distill") as info:
+        ensure_experiment(client, "kd/nyu distill", artifact_root(home))
+    assert info.value.hint is not None and exp_id in info.value.hint
