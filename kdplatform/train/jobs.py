@@ -101,7 +101,7 @@ def run_job(ctx: JobContext, *, log: callable = print) -> JobContext:
         f"mlflow: run {ctx.run.run_id} ({'continued' if ctx.run.resumed else 'new'}) at "
         f"{ctx.run.tracking_uri}"
     )
-    logger = RunLogger(ctx.run)
+    logger = RunLogger(ctx.run, system_metrics_interval=None)  # workers sample their nodes
     logger.log_text(dump_config(cfg), "config.yaml")
     status = "FAILED"
     try:

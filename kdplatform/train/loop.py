@@ -93,7 +93,12 @@ def train_worker(config: dict[str, Any]) -> None:
         model,
         parallel_strategy_kwargs={"find_unused_parameters": stage.find_unused_parameters},
     )
-    logger = RunLogger(JobRun.from_dict(job.run), rank=rank) if job.run else None
+    interval = 10.0 if cfg.tracking.system_metrics else None
+    logger = (
+        RunLogger(JobRun.from_dict(job.run), rank=rank, system_metrics_interval=interval)
+        if job.run
+        else None
+    )
     if logger and start == 0:
         logger.log_params(cfg.model_dump(mode="json"))
 
