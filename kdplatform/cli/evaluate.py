@@ -1,5 +1,5 @@
-"""`depthkd eval-pngs`: evaluate a directory of 16-bit PNG depth predictions under a named
-protocol, printing a table (or one JSON object) that names the protocol."""
+"""`depthkd eval-pngs` (saved 16-bit PNG predictions) and `depthkd evaluate` (a checkpoint or
+registered model on a shard set), both under a named protocol that every result names."""
 
 from __future__ import annotations
 
@@ -41,6 +41,64 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run_eval_pngs)
+    add_evaluate_parser(commands)
+
+
+def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
+    from kdplatform.cli.config import add_config_arguments
+
+    parser = commands.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint or registered model on a shard set; write a JSON report",
+        description="MODEL is a model file (exported by training), a registered model "
+        "(depthkd-student@challenger, models:/...), or an MLflow run id. The shard set and split "
+        "come from the config (data.shards, data.eval_split; bundled synthetic data if unset).",
+    )
+    parser.add_argument("--model", required=True, help="model file, name@alias, models:/ or run id")
+    parser.add_argument("--protocol", help="default: the dataset's (nyu-eigen, kitti-garg-kbcrop)")
+    parser.add_argument("--tta", choices=("none", "mean", "edge-blend"), default=None)
+    parser.add_argument("--out", type=Path, help="JSON report (default: print only)")
+    add_config_arguments(parser)
+    parser.set_defaults(run=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from kdplatform import atomic
+    from kdplatform.config.loader import load_config
+    from kdplatform.data.loader import eval_loader
+    from kdplatform.eval.protocols import get_protocol
+    from kdplatform.eval.runner import evaluate_batches
+    from kdplatform.train.jobs import load_model_reference, resolve_shards
+    from kdplatform.train.profile import data_profile
+
+    cfg = load_config(args.config, args.overrides)
+    shards = resolve_shards(cfg, progress=False)
+    protocol = get_protocol(args.protocol or data_profile(cfg, shards).protocol)
+    tta = args.tta or cfg.eval.tta
+    model = load_model_reference(args.model)
+
+    def predict(images):
+        out = model(images)
+        return getattr(out, "depth", out)
+
+    sums = evaluate_batches(
+        predict, eval_loader(shards, cfg.data.eval_split, cfg.data), protocol, tta=tta
+    )
+    report = {
+        "model": args.model,
+        "shards": str(shards),
+        "split": cfg.data.eval_split,
+        "protocol": protocol.name,
+        "tta": tta,
+        "n_images": sums.n_images,
+        "n_skipped": sums.n_skipped,
+        "metrics": sums.means(),
+    }
+    print(format_table(protocol.name, report["metrics"], sums.n_images, sums.n_skipped))
+    if args.out:
+        atomic.write_json(args.out, report)
+        print(f"report written to {args.out}")
+    return 0
 
 
 def run_eval_pngs(args: argparse.Namespace) -> int:

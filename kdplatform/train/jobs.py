@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from torch import nn
+
 from kdplatform.config.loader import dump_config
 from kdplatform.config.schema import ExperimentConfig, depthkd_home
 from kdplatform.data.bundled import ensure_shards
@@ -73,16 +75,23 @@ def prepare_job(cfg: ExperimentConfig, job: str, *, progress: bool = True) -> Jo
     )
 
 
+def load_model_reference(ref: str, *, expect: str | None = None) -> nn.Module:
+    """A model from a file exported by training, a registered model or a run id."""
+    path = Path(ref).expanduser()
+    if path.exists():
+        return load_model(path, expect=expect)
+    return model_registry.load_registered_model(model_registry.resolve_model_reference(ref))
+
+
 def resolve_teacher(ctx: JobContext) -> Path | None:
     """A local file with the acclimated teacher named by `distill.teacher`, or None."""
     ref = ctx.cfg.distill.teacher
     if ref is None:
         return None
     path = Path(ref).expanduser()
+    model = load_model_reference(ref, expect="teacher")  # fails on the driver, not in workers
     if path.exists():
-        load_model(path, expect="teacher")  # fail on the driver, not in every worker
         return path.resolve()
-    model = model_registry.load_registered_model(model_registry.resolve_model_reference(ref))
     if getattr(model, "arch", {}).get("kind") != "acclimated_teacher":
         raise ConfigError(f"distill.teacher {ref!r} is not an acclimated teacher")
     return save_model(model, ctx.out_dir / "teacher.pt")
