@@ -24,6 +24,7 @@ from kdplatform.tracking.runs import JobRun, finish_job_run, open_job_run
 from kdplatform.train.launcher import StageResult, ensure_ray, run_stage
 from kdplatform.train.profile import DataProfile, data_profile
 from kdplatform.train.stages import STAGES
+from kdplatform.train.strategy import check_strategy
 from models.serialization import load_model, save_model
 
 JOBS = ("acclimate", "distill", "cross_distill", "supervised")
@@ -63,8 +64,7 @@ def prepare_job(cfg: ExperimentConfig, job: str, *, progress: bool = True) -> Jo
             "distill needs a teacher: set distill.teacher (name@alias, run id or checkpoint "
             "path) or distill.acclimate_first=true"
         )
-    if cfg.train.amp == "fp16" and not cfg.train.use_gpu:
-        raise ConfigError("train.amp=fp16 needs train.use_gpu=true; use bf16 on CPU")
+    check_strategy(cfg.train)
     shards = resolve_shards(cfg, progress=progress)
     return JobContext(
         cfg=cfg,

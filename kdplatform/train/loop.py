@@ -1,14 +1,17 @@
 """The worker loop every stage runs on Ray Train, in one fixed order:
-validate config → resume from `get_checkpoint()` → data → models → `prepare_model` → steps →
-`report(metrics, checkpoint)` on every rank.
+validate config → models → `prepare_model` or `deepspeed.initialize` → resume from
+`get_checkpoint()` → data → steps → `report(metrics, checkpoint)` on every rank.
 
 * AdamW / Adam with the encoder at `backbone_lr_mult`, poly LR with warm-up, gradient clipping,
-  bf16 autocast (CPU or GPU) or fp16 with a grad scaler (GPU), gradient accumulation (DDP
-  `no_sync` on all but the last micro-batch).
+  bf16 autocast (CPU or GPU) or fp16 with a grad scaler (GPU), gradient accumulation (one optimizer
+  step per `accumulate` micro-batches).
+* `train.strategy` picks DDP or DeepSpeed ZeRO (`kdplatform.train.strategy`); the loop is the same,
+  the strategy owns backward, the optimizer step, the training state and the full-weight model.
 * Periodic evaluation on the eval stream; per-image metrics summed on each rank and all-reduced.
-* A checkpoint every `checkpoint_every` steps and at the end: model, optimizer, scheduler, step and
-  RNG state. A resumed worker group continues at exactly the saved step; the training stream is
-  keyed by (seed, epoch) and the batches already consumed in that epoch are skipped.
+* A checkpoint every `checkpoint_every` steps and at the end: the strategy's training state (model,
+  optimizer, scheduler; DeepSpeed: every rank's ZeRO shards), step and RNG state. A resumed worker
+  group continues at exactly the saved step; the training stream is keyed by (seed, epoch) and the
+  batches already consumed in that epoch are skipped.
 * Metrics go to the tracking run through a buffer flushed at each checkpoint: after a crash the
   steps since the last checkpoint are logged again, so the history has no duplicates and no gaps.
 """
@@ -28,7 +31,6 @@ from typing import Any
 import ray.train
 import ray.train.torch
 import torch
-from torch import nn
 
 from kdplatform.config.schema import ExperimentConfig
 from kdplatform.data.loader import eval_loader, train_loader
@@ -45,6 +47,7 @@ from kdplatform.train.checkpoint import (
 )
 from kdplatform.train.profile import DataProfile
 from kdplatform.train.stages import STAGES, Stage
+from kdplatform.train.strategy import Strategy, build_strategy, check_strategy
 from models.serialization import save_model
 
 FAULT_MARKER = ".depthkd-fault-injected"
@@ -68,6 +71,7 @@ class WorkerJob:
 def train_worker(config: dict[str, Any]) -> None:
     """`train_loop_per_worker` of every stage."""
     cfg = ExperimentConfig.model_validate(config["experiment"])
+    check_strategy(cfg.train)
     job = WorkerJob(**config["job"])
     profile = DataProfile(**job.profile)
     ctx = ray.train.get_context()
@@ -78,21 +82,22 @@ def train_worker(config: dict[str, Any]) -> None:
     stage = STAGES.get(job.stage)(cfg, profile, Path(job.teacher) if job.teacher else None)
     model = stage.model.to(device)
     optimizer = _optimizer(stage)
-    scheduler = _scheduler(stage, optimizer)
+    strategy = build_strategy(
+        cfg,
+        model,
+        optimizer,
+        _scheduler(stage, optimizer),
+        device=device,
+        find_unused_parameters=stage.find_unused_parameters,
+    )
     start = 0
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
+    if checkpoint is not None:  # after wrapping: DeepSpeed restores into its engine
         with checkpoint.as_directory() as directory:
             state = load_training_state(Path(directory))
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+            strategy.load(Path(directory), state)
         set_rng_state(state["rng"])
         start = state["step"]
-    wrapped = ray.train.torch.prepare_model(
-        model,
-        parallel_strategy_kwargs={"find_unused_parameters": stage.find_unused_parameters},
-    )
     interval = 10.0 if cfg.tracking.system_metrics else None
     logger = (
         RunLogger(JobRun.from_dict(job.run), rank=rank, system_metrics_interval=interval)
@@ -102,7 +107,7 @@ def train_worker(config: dict[str, Any]) -> None:
     if logger and start == 0:
         logger.log_params(cfg.model_dump(mode="json"))
 
-    runner = _Runner(cfg, stage, job, profile, wrapped, model, optimizer, scheduler, logger)
+    runner = _Runner(cfg, stage, job, profile, strategy, logger)
     try:
         runner.train(start, rank=rank, world=world, device=device)
     finally:
@@ -140,15 +145,11 @@ class _Runner:
         stage: Stage,
         job: WorkerJob,
         profile: DataProfile,
-        wrapped: nn.Module,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        strategy: Strategy,
         logger: RunLogger | None,
     ) -> None:
         self.cfg, self.stage, self.job, self.profile = cfg, stage, job, profile
-        self.wrapped, self.model = wrapped, model
-        self.optimizer, self.scheduler, self.logger = optimizer, scheduler, logger
+        self.strategy, self.logger = strategy, logger
         self.train_cfg = cfg.train
         self.shards = Path(job.shards)
 
@@ -177,39 +178,32 @@ class _Runner:
 
     def train(self, start: int, *, rank: int, world: int, device: torch.device) -> None:
         total, accumulate = self.stage.cfg.steps, self.train_cfg.accumulate
-        scaler = torch.amp.GradScaler(device.type, enabled=self.train_cfg.amp == "fp16")
+        strategy = self.strategy
         batches = self._micro_batches(start * accumulate, device)
         window: dict[str, float] = {}
         window_steps, window_samples, window_start = 0, 0, time.perf_counter()
         if start == 0 and self.stage.eval_before:
             self.evaluate(0, rank=rank, world=world, device=device)
-        self.wrapped.train()
+        strategy.wrapped.train()
         for step in range(start, total):
             self._maybe_fail(step + 1, rank)
-            self.stage.on_step(self.wrapped, step)
+            self.stage.on_step(strategy.wrapped, step)
             for micro in range(accumulate):
                 batch = next(batches)
-                sync = micro == accumulate - 1 or world == 1
-                context = contextlib.nullcontext() if sync else self.wrapped.no_sync()
-                with context, self._autocast(device):
-                    terms = self.stage.step(self.wrapped, batch, step)
-                scaler.scale(terms["loss"] / accumulate).backward()
+                with strategy.micro_batch(last=micro == accumulate - 1):
+                    with self._autocast(device):
+                        terms = self.stage.step(strategy.wrapped, batch, step)
+                    strategy.backward(terms["loss"])
                 for name, value in terms.items():
                     window[name] = window.get(name, 0.0) + float(value.detach()) / accumulate
                 window_samples += batch["image"].shape[0] * world
-            if self.train_cfg.grad_clip:
-                scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg.grad_clip)
-            scaler.step(self.optimizer)
-            scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scheduler.step()
+            strategy.optimizer_step()
             window_steps += 1
             done = step + 1
             if done % self.train_cfg.log_every == 0 or done == total:
                 elapsed = time.perf_counter() - window_start
                 metrics = {f"train/{k}": v / window_steps for k, v in window.items()}
-                metrics["train/lr"] = self.scheduler.get_last_lr()[-1]
+                metrics["train/lr"] = strategy.lr()
                 metrics["train/samples_per_s"] = window_samples / elapsed
                 metrics["train/step_time_ms"] = 1000 * elapsed / window_steps
                 self._log(metrics, done)
@@ -224,7 +218,7 @@ class _Runner:
             report: dict[str, float] = {"step": done}
             if done % self.train_cfg.eval_every == 0 or done == total:
                 report |= self.evaluate(done, rank=rank, world=world, device=device)
-                self.wrapped.train()
+                strategy.wrapped.train()
             if done % self.train_cfg.checkpoint_every == 0 or done == total:
                 self.checkpoint(done, report, rank=rank, final=done == total)
 
@@ -249,7 +243,8 @@ class _Runner:
     def evaluate(
         self, step: int, *, rank: int, world: int, device: torch.device
     ) -> dict[str, float]:
-        self.model.eval()
+        model = self.strategy.full_model()  # on every rank: it may gather ZeRO-3 partitions
+        model.eval()
         sums, grid = MetricSums(), None
         stream = eval_loader(
             self.shards, self.cfg.data.eval_split, self.cfg.data, rank=rank, world_size=world
@@ -260,7 +255,7 @@ class _Runner:
             images = batch["image"].to(device)
             with self._autocast(device):
                 pred = predict_with_flip(
-                    lambda x: self.stage.predict(self.model, x), images, self.cfg.eval.tta
+                    lambda x: self.stage.predict(model, x), images, self.cfg.eval.tta
                 )
             pred = pred.float().cpu()
             for j in range(pred.shape[0]):
@@ -288,25 +283,27 @@ class _Runner:
 
     def checkpoint(self, step: int, metrics: dict[str, float], *, rank: int, final: bool) -> None:
         directory = Path(tempfile.mkdtemp(prefix=f"depthkd-{self.stage.name}-"))
-        checkpoint = None
+        entries = self.strategy.save(directory, step)  # every rank: DeepSpeed writes its shards
+        model = self.strategy.full_model() if final else None  # every rank: it may gather
         if rank == 0:
             save_training_state(
                 directory,
                 {
                     "stage": self.stage.name,
+                    "strategy": self.strategy.name,
                     "step": step,
-                    "model": self.model.state_dict(),
-                    "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
                     "rng": rng_state(),
                     "config": self.cfg.model_dump(mode="json"),
+                    **entries,
                 },
             )
-            if final:
-                for role, module in self.stage.exports(self.model).items():
+            if model is not None:
+                for role, module in self.stage.exports(model).items():
                     save_model(module, directory / f"export_{role}.pt")
             if self.logger:
                 self.logger.flush()  # before the report: see RunLogger on crash windows
+        checkpoint = None
+        if rank == 0 or self.strategy.every_rank_saves:  # Ray merges the ranks' directories
             checkpoint = ray.train.Checkpoint.from_directory(directory)
         ray.train.report(metrics, checkpoint=checkpoint)
         # Ray copied it to storage; in local mode (no workers) the result points at it, so keep it
