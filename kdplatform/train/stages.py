@@ -233,9 +233,10 @@ def distill_stage(cfg: ExperimentConfig, profile: DataProfile, teacher: Path | N
 
     if teacher is None:
         raise ValueError("the distill stage needs an acclimated teacher checkpoint")
+    # the student first: same seed, same init as the `supervised` baseline (a fair comparison)
+    model = build_student(cfg.model.student, max_depth=profile.max_depth)
     frozen = load_model(teacher, expect="teacher")
     frozen.eval().requires_grad_(False)
-    model = build_student(cfg.model.student, max_depth=profile.max_depth)
     loss = cfg.distill.loss
 
     def step(m: nn.Module, batch: Batch, index: int) -> dict[str, Tensor]:

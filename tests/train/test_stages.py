@@ -103,3 +103,11 @@ def test_bad_stage_and_missing_teacher_fail_before_any_worker(tmp_path, monkeypa
     )
     with pytest.raises(ConfigError, match="distill needs a teacher"):
         prepare_job(no_teacher, "distill")
+
+
+def test_distilled_and_baseline_students_start_from_the_same_init(cfg, teacher_file) -> None:
+    torch.manual_seed(cfg.seed)
+    baseline = STAGES.get("supervised")(cfg, PROFILE, None).model.state_dict()
+    torch.manual_seed(cfg.seed)
+    distilled = STAGES.get("distill")(cfg, PROFILE, teacher_file).model.state_dict()
+    assert all(torch.equal(baseline[k], distilled[k]) for k in baseline)
