@@ -1,12 +1,24 @@
-"""`depthkd bench loader`: shard loader vs per-file baseline, plus `data prepare` time."""
+"""`depthkd bench loader|train|kd`: benchmarks whose figures go into closing notes.
+
+* `loader`: shard loader vs per-file baseline, plus `data prepare` time.
+* `train`: platform overhead, the distill step in a plain PyTorch loop vs through Ray Train.
+* `kd`: the same student with and without distillation on one config, through the real jobs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
+import time
 from pathlib import Path
 
 from kdplatform import atomic
+from kdplatform.cli.config import DEFAULT_CONFIG
 from kdplatform.config.schema import default_workers, depthkd_home
+from kdplatform.errors import ConfigError
+
+BENCH_KD_CONFIG = DEFAULT_CONFIG.with_name("bench_kd.yaml")
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -40,6 +52,66 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     loader.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     loader.set_defaults(run=run_loader)
+    _add_train_parser(sub)
+    _add_kd_parser(sub)
+
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser(
+        "train",
+        help="platform overhead: the distill step in plain PyTorch vs through Ray Train",
+        description="Times the distillation step (frozen acclimated teacher, the config's "
+        "student, its optimizer, one in-memory random batch) in a plain PyTorch loop in this "
+        "process and in a one-worker Ray Train TorchTrainer (prepare_model, ray.train.report), "
+        "alternating the two --rounds times with the same torch threads. Warm-up steps are not "
+        "timed. Prints median samples/s of each and the ratio ray/plain.",
+    )
+    train.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None,
+        help="experiment YAML giving student, teacher, losses and optimizer (default: the demo)",
+    )
+    train.add_argument("--steps", type=int, default=20, help="timed steps per pass (default 20)")
+    train.add_argument("--warmup", type=int, default=3, help="untimed steps per pass (default 3)")
+    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--height", type=int, default=224)
+    train.add_argument("--width", type=int, default=288)
+    train.add_argument(
+        "--threads",
+        type=int,
+        default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1,
+        help="torch threads on both sides and CPUs of the Ray worker (default: all cores)",
+    )
+    train.add_argument("--rounds", type=int, default=3, help="alternating passes per side")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    train.set_defaults(run=run_train)
+
+
+def _add_kd_parser(sub: argparse._SubParsersAction) -> None:
+    kd = sub.add_parser(
+        "kd",
+        help="the same student with and without KD on one config (teacher acclimated first)",
+        description="Runs the `supervised` job (student without KD) and the `distill` job "
+        "(teacher acclimation, then distillation) on the same config: same data, steps, seed "
+        "and optimizer. Job names are <name>-nokd-<tag> and <name>-kd-<tag>, tracked in the "
+        "MLflow store of $DEPTHKD_HOME. Prints the final val metrics of the acclimated "
+        "teacher, the KD student and the no-KD student (protocol named) and wall times.",
+    )
+    kd.add_argument(
+        "--config",
+        type=Path,
+        default=BENCH_KD_CONFIG,
+        help="experiment YAML (default: configs/bench_kd.yaml)",
+    )
+    kd.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the config"
+    )
+    kd.add_argument("--tag", help="job-name suffix (default: the start time, so never a resume)")
+    kd.add_argument("--progress", action="store_true", help="progress bars of data generation")
+    kd.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    kd.set_defaults(run=run_kd)
 
 
 def run_loader(args: argparse.Namespace) -> int:
@@ -64,6 +136,83 @@ def run_loader(args: argparse.Namespace) -> int:
         f"  per-file baseline {result.baseline_samples_per_s:7.1f} samples/s\n"
         f"  shard loader      {result.shards_samples_per_s:7.1f} samples/s\n"
         f"  ratio             {result.ratio:7.2f}x"
+    )
+    if args.json:
+        atomic.write_json(args.json, result.to_dict())
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from kdplatform.bench.train import TrainBenchSettings, run_train_benchmark
+    from kdplatform.config.loader import load_config
+
+    for option in ("steps", "batch_size", "height", "width", "threads", "rounds"):
+        if getattr(args, option) < 1:
+            flag = option.replace("_", "-")
+            raise ConfigError(f"--{flag}: must be at least 1 (got {getattr(args, option)})")
+    if args.warmup < 0:
+        raise ConfigError(f"--warmup: must be at least 0 (got {args.warmup})")
+    cfg = load_config(args.config, [])
+    settings = TrainBenchSettings(
+        steps=args.steps,
+        warmup=args.warmup,
+        batch_size=args.batch_size,
+        height=args.height,
+        width=args.width,
+        threads=args.threads,
+        seed=args.seed,
+    )
+    print(
+        f"distill step: student {cfg.model.student.name}, teacher {cfg.model.teacher.name}, "
+        f"batch {args.batch_size} at {args.height}x{args.width}, {args.threads} threads, "
+        f"{args.warmup} warm-up + {args.steps} timed steps, {args.rounds} rounds",
+        flush=True,
+    )
+    result = run_train_benchmark(cfg, settings, rounds=args.rounds)
+    fit = statistics.median(result.ray_fit_seconds)
+    print(
+        f"train step (median of {result.rounds}):\n"
+        f"  plain PyTorch  {result.plain_samples_per_s:8.2f} samples/s\n"
+        f"  Ray Train      {result.ray_samples_per_s:8.2f} samples/s "
+        f"(1 worker, {result.ray_worker_threads} threads, nice {result.ray_worker_niceness}; "
+        f"plain: nice {result.plain_niceness})\n"
+        f"  ratio ray/plain {result.ratio:7.3f}\n"
+        f"  final loss: plain {result.plain_final_loss:.5f}, ray {result.ray_final_loss:.5f}\n"
+        f"  Ray fit wall time per pass, start-up included (median): {fit:.1f} s"
+    )
+    if args.json:
+        atomic.write_json(args.json, result.to_dict())
+    return 0
+
+
+def run_kd(args: argparse.Namespace) -> int:
+    from kdplatform.bench.kd import SHOWN_METRICS, run_kd_benchmark
+    from kdplatform.config.loader import dump_config, load_config
+
+    cfg = load_config(args.config, args.overrides)
+    tag = args.tag or time.strftime("%Y%m%d-%H%M%S")
+    print(f"depthkd bench kd — config {args.config} (name {cfg.name!r}), tag {tag}")
+    print("  " + dump_config(cfg).rstrip().replace("\n", "\n  "), flush=True)
+    result = run_kd_benchmark(cfg, tag=tag, progress=args.progress)
+    rows = (
+        (f"teacher ({cfg.model.teacher.name}, acclimated)", result.teacher),
+        (f"student {cfg.model.student.name} + KD", result.kd_student),
+        (f"student {cfg.model.student.name}, no KD", result.nokd_student),
+    )
+    print(
+        f"\nfinal val metrics, protocol {result.protocol}, {result.eval_images} images "
+        f"(acclimate {result.steps['acclimate']} steps, students {result.steps['distill']} "
+        "steps each):"
+    )
+    for label, metrics in rows:
+        shown = "  ".join(f"{k} {metrics[k]:.4f}" for k in SHOWN_METRICS if k in metrics)
+        print(f"  {label:40s} {shown}")
+    print(f"  abs_rel gain of KD over no KD: {100 * result.abs_rel_gain:+.1f}%")
+    s = result.seconds
+    print(
+        f"wall time: no-KD job {s['nokd_job']:.0f} s (supervised {s['supervised']:.0f} s); "
+        f"KD job {s['kd_job']:.0f} s (acclimate {s['acclimate']:.0f} s, distill "
+        f"{s['distill']:.0f} s)"
     )
     if args.json:
         atomic.write_json(args.json, result.to_dict())
