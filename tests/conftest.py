@@ -1,4 +1,5 @@
-"""Shared fixtures: the real sample frames in ../shared/realdata and small raw dataset trees."""
+"""Shared fixtures: the real sample frames in ../shared/realdata, small raw dataset trees, an
+isolated `$DEPTHKD_HOME` and an embedded Ray of our own."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import ray
 
 from kdplatform.config.schema import PrepareConfig
 from kdplatform.data.shards import PrepareReport, prepare_shards
@@ -26,6 +28,21 @@ def realdata() -> Path:
     if not REALDATA.is_dir():
         pytest.skip("../shared/realdata is absent")
     return REALDATA
+
+
+@pytest.fixture(scope="module")
+def embedded_ray():
+    # our own local instance: never attach to another cluster that happens to run on this host
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("DEPTHKD_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
 
 
 def prepare(tmp: Path, **options: object) -> PrepareReport:

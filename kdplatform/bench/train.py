@@ -39,7 +39,7 @@ from kdplatform.config.schema import ExperimentConfig
 from kdplatform.data.constants import NYU_MAX_DEPTH
 from kdplatform.errors import ConfigError, DepthKDError
 from kdplatform.train.profile import DataProfile
-from kdplatform.train.schedule import poly_scheduler
+from kdplatform.train.schedule import build_optimizer, poly_scheduler
 from kdplatform.train.stages import STAGES, Batch, Stage
 
 # The bundled synthetic data is NYU-like: 10 m cap, 0.1 m SILog threshold.
@@ -114,20 +114,6 @@ def build_distill_stage(cfg: ExperimentConfig, teacher: Path, seed: int) -> Stag
     return STAGES.get("distill")(cfg, BENCH_PROFILE, teacher)
 
 
-def make_optimizer(stage: Stage) -> torch.optim.Optimizer:
-    """AdamW / Adam with the encoder at `backbone_lr_mult`, as the worker loop builds it."""
-    optim = stage.cfg.optim
-    params = [p for p in stage.model.parameters() if p.requires_grad]
-    encoder = [p for p in params if id(p) in stage.encoder_params]
-    rest = [p for p in params if id(p) not in stage.encoder_params]
-    groups = [
-        {"params": encoder, "lr": optim.lr * optim.backbone_lr_mult},
-        {"params": rest, "lr": optim.lr},
-    ]
-    cls = torch.optim.AdamW if optim.name == "adamw" else torch.optim.Adam
-    return cls([g for g in groups if g["params"]], weight_decay=optim.weight_decay)
-
-
 def timed_steps(
     cfg: ExperimentConfig,
     teacher: Path,
@@ -146,7 +132,7 @@ def timed_steps(
         stage = build_distill_stage(cfg, teacher, settings.seed)
         model = stage.model
         wrapped = prepare(model)
-        optimizer = make_optimizer(stage)
+        optimizer = build_optimizer(stage)
         scheduler = poly_scheduler(
             optimizer, total=settings.warmup + settings.steps, cfg=stage.cfg.optim
         )

@@ -46,6 +46,7 @@ from kdplatform.train.checkpoint import (
     set_rng_state,
 )
 from kdplatform.train.profile import DataProfile
+from kdplatform.train.schedule import build_optimizer, stage_scheduler
 from kdplatform.train.stages import STAGES, Stage
 from kdplatform.train.strategy import Strategy, build_strategy, check_strategy
 from models.serialization import save_model
@@ -81,12 +82,12 @@ def train_worker(config: dict[str, Any]) -> None:
     torch.manual_seed(cfg.seed)
     stage = STAGES.get(job.stage)(cfg, profile, Path(job.teacher) if job.teacher else None)
     model = stage.model.to(device)
-    optimizer = _optimizer(stage)
+    optimizer = build_optimizer(stage)
     strategy = build_strategy(
         cfg,
         model,
         optimizer,
-        _scheduler(stage, optimizer),
+        stage_scheduler(stage, optimizer),
         device=device,
         find_unused_parameters=stage.find_unused_parameters,
     )
@@ -113,27 +114,6 @@ def train_worker(config: dict[str, Any]) -> None:
     finally:
         if logger:
             logger.close()
-
-
-def _optimizer(stage: Stage) -> torch.optim.Optimizer:
-    optim = stage.cfg.optim
-    params = [p for p in stage.model.parameters() if p.requires_grad]
-    encoder = [p for p in params if id(p) in stage.encoder_params]
-    rest = [p for p in params if id(p) not in stage.encoder_params]
-    groups = [
-        {"params": encoder, "lr": optim.lr * optim.backbone_lr_mult},
-        {"params": rest, "lr": optim.lr},
-    ]
-    cls = torch.optim.AdamW if optim.name == "adamw" else torch.optim.Adam
-    return cls([g for g in groups if g["params"]], weight_decay=optim.weight_decay)
-
-
-def _scheduler(
-    stage: Stage, optimizer: torch.optim.Optimizer
-) -> torch.optim.lr_scheduler.LRScheduler:
-    from kdplatform.train.schedule import poly_scheduler
-
-    return poly_scheduler(optimizer, total=stage.cfg.steps, cfg=stage.cfg.optim)
 
 
 class _Runner:

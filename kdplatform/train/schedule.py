@@ -1,11 +1,14 @@
-"""Learning-rate schedule: linear warm-up, then polynomial decay to `end_lr_ratio` (BTS/NeWCRFs)."""
+"""Optimizer and learning-rate schedule of a stage: AdamW / Adam with the encoder at
+`backbone_lr_mult`, linear warm-up, then polynomial decay to `end_lr_ratio` (BTS/NeWCRFs)."""
 
 from __future__ import annotations
 
+import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from kdplatform.config.schema import OptimConfig
+from kdplatform.train.stages import Stage
 
 
 def lr_factor(step: int, *, total: int, cfg: OptimConfig) -> float:
@@ -19,3 +22,22 @@ def lr_factor(step: int, *, total: int, cfg: OptimConfig) -> float:
 
 def poly_scheduler(optimizer: Optimizer, *, total: int, cfg: OptimConfig) -> LambdaLR:
     return LambdaLR(optimizer, lambda step: lr_factor(step, total=total, cfg=cfg))
+
+
+def build_optimizer(stage: Stage) -> Optimizer:
+    """AdamW / Adam over the stage's trainable parameters, the encoder at `backbone_lr_mult`."""
+    optim = stage.cfg.optim
+    params = [p for p in stage.model.parameters() if p.requires_grad]
+    encoder = [p for p in params if id(p) in stage.encoder_params]
+    rest = [p for p in params if id(p) not in stage.encoder_params]
+    groups = [
+        {"params": encoder, "lr": optim.lr * optim.backbone_lr_mult},
+        {"params": rest, "lr": optim.lr},
+    ]
+    cls = torch.optim.AdamW if optim.name == "adamw" else torch.optim.Adam
+    return cls([g for g in groups if g["params"]], weight_decay=optim.weight_decay)
+
+
+def stage_scheduler(stage: Stage, optimizer: Optimizer) -> LambdaLR:
+    """The poly schedule over the stage's steps."""
+    return poly_scheduler(optimizer, total=stage.cfg.steps, cfg=stage.cfg.optim)

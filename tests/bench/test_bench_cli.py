@@ -10,27 +10,12 @@ import json
 from pathlib import Path
 
 import pytest
-import ray
 
 from kdplatform.cli.main import main
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 TINY = ["--batch-size", "2", "--height", "64", "--width", "96", "--threads", "1"]
-
-
-@pytest.fixture(scope="module")
-def embedded_ray():
-    # our own local instance: never attach to another cluster that happens to run on this host
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("DEPTHKD_HOME", str(tmp_path))
-    return tmp_path
 
 
 def test_bench_train_runs_both_sides_and_prints_the_ratio(

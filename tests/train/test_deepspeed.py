@@ -12,7 +12,6 @@ from pathlib import Path
 
 import mlflow
 import pytest
-import ray
 import torch
 
 from kdplatform.errors import ConfigError
@@ -23,21 +22,6 @@ from models.serialization import load_model
 from tests.train.helpers import tiny_config
 
 DEEPSPEED = {"workers": 2, "cpus_per_worker": 1, "strategy": "deepspeed", "zero_stage": 2}
-
-
-@pytest.fixture(scope="module")
-def embedded_ray():
-    # our own local instance: never attach to another cluster that happens to run on this host
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("DEPTHKD_HOME", str(tmp_path))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return tmp_path
 
 
 @pytest.fixture

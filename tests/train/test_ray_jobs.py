@@ -8,28 +8,12 @@ from pathlib import Path
 
 import mlflow
 import pytest
-import ray
 
 from kdplatform.train.jobs import prepare_job, run_job
 from models.serialization import load_model
 from tests.train.helpers import tiny_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def embedded_ray():
-    # our own local instance: never attach to another cluster that happens to run on this host
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("DEPTHKD_HOME", str(tmp_path))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return tmp_path
 
 
 def _history(ctx, key: str) -> list[int]:
