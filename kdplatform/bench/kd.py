@@ -10,9 +10,9 @@ Train workers, MLflow tracking, registration):
 Both students see the same data stream (keyed by seed and epoch), the same number of steps, the
 same optimizer and learning rate (`distill.optim` serves both); only the loss differs. The job
 names carry a tag (default: the start time), so a rerun never resumes an earlier run. Figures are
-the final evaluation of each stage (`eval/*` of its last report) under the config's protocol: the
-acclimated teacher, the distilled student and the student without KD, plus wall times per stage
-(each includes its worker group's start-up, the final evaluation and model registration).
+the final val evaluation of each stage (`val/*` of its last report) under the config's protocol:
+the acclimated teacher, the distilled student and the student without KD, plus wall times per
+stage (each includes its worker group's start-up and the final evaluation).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 from kdplatform.config.schema import ExperimentConfig
 from kdplatform.data.shards import split_entry
-from kdplatform.train.jobs import STAGE_TITLES, JobContext, prepare_job, run_job
+from kdplatform.train.jobs import JobContext, prepare_job, run_job, split_metrics
 
 SHOWN_METRICS = ("abs_rel", "rmse", "d1")
 
@@ -35,6 +35,7 @@ class KDBenchResult:
 
     config: str
     protocol: str
+    split: str
     eval_images: int
     steps: dict[str, int]
     teacher: dict[str, float]
@@ -53,8 +54,7 @@ class KDBenchResult:
 
 
 def _eval_metrics(ctx: JobContext, stage: str) -> dict[str, float]:
-    metrics = ctx.results[stage].metrics
-    return {k.removeprefix("eval/"): float(v) for k, v in metrics.items() if k.startswith("eval/")}
+    return split_metrics(ctx.results[stage].metrics, ctx.cfg.data.eval_split)
 
 
 def _eval_images(ctx: JobContext) -> int:
@@ -69,24 +69,11 @@ def _eval_images(ctx: JobContext) -> int:
 def _run_timed(
     cfg: ExperimentConfig, job: str, *, progress: bool, log: Callable[[str], None]
 ) -> tuple[JobContext, dict[str, float]]:
-    """Runs one job; splits its wall time by stage at the `[stage] ...` line `run_job` logs when
-    a stage starts (the last stage ends when the job returns)."""
-    marks: list[tuple[str, float]] = []
-
-    def timed_log(message: str) -> None:
-        for stage in STAGE_TITLES:
-            if message.startswith(f"[{stage}]"):
-                marks.append((stage, time.perf_counter()))
-        log(message)
-
+    """Runs one job; returns it with each stage's wall time and the whole job's."""
     started = time.perf_counter()
-    ctx = run_job(prepare_job(cfg, job, progress=progress), log=timed_log)
-    ended = time.perf_counter()
-    seconds = {
-        stage: (marks[i + 1][1] if i + 1 < len(marks) else ended) - at
-        for i, (stage, at) in enumerate(marks)
-    }
-    seconds["job"] = ended - started
+    ctx = run_job(prepare_job(cfg, job, progress=progress), log=log)
+    seconds = {stage: result.seconds for stage, result in ctx.results.items()}
+    seconds["job"] = time.perf_counter() - started
     return ctx, seconds
 
 
@@ -101,6 +88,16 @@ def run_kd_benchmark(
     # the KD arm always acclimates its own teacher on this config
     distill = cfg.distill.model_copy(update={"teacher": None, "acclimate_first": True})
     cfg = cfg.model_copy(update={"distill": distill})
+    # the baseline: the distilled student's steps and optimizer, its supervised term alone
+    supervised = cfg.supervised.model_copy(
+        update={
+            "steps": cfg.distill.steps,
+            "optim": cfg.distill.optim,
+            "losses": {"silog": cfg.distill.losses.get("silog", 1.0)},
+            "loss": cfg.distill.loss,
+        }
+    )
+    cfg = cfg.model_copy(update={"supervised": supervised})
     nokd_cfg = cfg.model_copy(update={"name": f"{cfg.name}-nokd-{tag}"})
     kd_cfg = cfg.model_copy(update={"name": f"{cfg.name}-kd-{tag}"})
 
@@ -114,6 +111,7 @@ def run_kd_benchmark(
     return KDBenchResult(
         config=cfg.name,
         protocol=kd.profile.protocol,
+        split=cfg.data.eval_split,
         eval_images=_eval_images(kd),
         steps={"acclimate": cfg.acclimate.steps, "distill": cfg.distill.steps},
         teacher=_eval_metrics(kd, "acclimate"),

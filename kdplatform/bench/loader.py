@@ -136,6 +136,7 @@ def run_loader_benchmark(
             n,
             seed,
             test_fraction=0.0,
+            val_fraction=0.0,
             height=height,
             width=width,
             workers=workers,

@@ -200,7 +200,7 @@ def run_kd(args: argparse.Namespace) -> int:
         (f"student {cfg.model.student.name}, no KD", result.nokd_student),
     )
     print(
-        f"\nfinal val metrics, protocol {result.protocol}, {result.eval_images} images "
+        f"\nfinal {result.split} metrics, protocol {result.protocol}, {result.eval_images} images "
         f"(acclimate {result.steps['acclimate']} steps, students {result.steps['distill']} "
         "steps each):"
     )

@@ -1,4 +1,4 @@
-"""`depthkd data synth|prepare|verify`: raw data to verified WebDataset shards."""
+"""`depthkd data synth|split|prepare|verify`: raw data to verified WebDataset shards."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from kdplatform.config.schema import PrepareConfig, SynthConfig, default_workers
 from kdplatform.data.shards import prepare_shards, verify_shards
 from kdplatform.data.sources import DATASETS, build_source
 from kdplatform.data.sources.synthetic import write_synthetic
+from kdplatform.data.splitting import GROUP_BY, shared_groups, split_by_group, write_split
+from kdplatform.errors import DataError
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -22,17 +24,38 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="write a procedural RGB-D dataset in the KITTI or NYU raw layout",
         description="Procedural scenes with real depth cues (ground plane, objects at known "
         "distances, occlusion, texture scale), written like the real dataset: images, uint16 "
-        "depth PNGs and split files at OUT/splits/{train,test}.txt. Deterministic for a seed.",
+        "depth PNGs and split files at OUT/splits/{train,val,test}.txt. Deterministic for a seed.",
     )
     synth.add_argument("--layout", choices=["kitti", "nyu"], required=True)
     synth.add_argument("--out", type=Path, required=True, help="output directory")
-    synth.add_argument("--n", type=int, default=200, help="frames, train + test (default 200)")
+    synth.add_argument(
+        "--n", type=int, default=200, help="frames, train + val + test (default 200)"
+    )
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--height", type=int, help="frame height (default: native size)")
     synth.add_argument("--width", type=int, help="frame width (default: native size)")
     synth.add_argument("--test-fraction", type=float, default=0.2)
+    synth.add_argument("--val-fraction", type=float, default=0.1)
     synth.add_argument("--workers", type=int, default=default_workers())
     synth.set_defaults(run=run_synth)
+
+    split = sub.add_parser(
+        "split",
+        help="carve a val list out of a train list by whole NYU scenes or KITTI drives",
+        description="Frames of one KITTI drive or NYU scene are near-duplicates, so a frame-level "
+        "split leaks. This moves whole groups (seeded shuffle, closest to the requested share "
+        "of frames) into OUT/val.txt and the rest into OUT/train.txt, lines copied verbatim.",
+    )
+    split.add_argument("--split-file", type=Path, required=True, help="train list to carve")
+    split.add_argument(
+        "--val-fraction", type=float, default=0.1, help="share of frames in val (default 0.1)"
+    )
+    split.add_argument(
+        "--group-by", choices=GROUP_BY, required=True, help="scene (NYU) or drive (KITTI)"
+    )
+    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--out", type=Path, required=True, help="folder of train.txt and val.txt")
+    split.set_defaults(run=run_split)
 
     prepare = sub.add_parser(
         "prepare",
@@ -84,6 +107,7 @@ def run_synth(args: argparse.Namespace) -> int:
             "height": args.height,
             "width": args.width,
             "test_fraction": args.test_fraction,
+            "val_fraction": args.val_fraction,
         },
     )
     summary = write_synthetic(
@@ -92,17 +116,42 @@ def run_synth(args: argparse.Namespace) -> int:
         cfg.n,
         cfg.seed,
         test_fraction=cfg.test_fraction,
+        val_fraction=cfg.val_fraction,
         height=cfg.height,
         width=cfg.width,
         workers=args.workers,
     )
     print(
-        f"wrote {summary.n_train} train + {summary.n_test} test {summary.layout}-like frames "
-        f"to {summary.out}\n  splits: {summary.train_split}, {summary.test_split}\n"
+        f"wrote {summary.n_train} train + {summary.n_val} val + {summary.n_test} test "
+        f"{summary.layout}-like frames to {summary.out}\n"
+        f"  splits: {summary.train_split}, {summary.val_split}, {summary.test_split}\n"
         f"  prepare with: depthkd data prepare --dataset {summary.layout} --root {summary.root}"
         + (f" --gt-root {summary.gt_root}" if summary.gt_root else "")
         + f" --split-file {summary.train_split} --split train --out SHARD_DIR"
     )
+    return 0
+
+
+def run_split(args: argparse.Namespace) -> int:
+    result = split_by_group(
+        args.split_file, val_fraction=args.val_fraction, group_by=args.group_by, seed=args.seed
+    )
+    train_file, val_file = write_split(result, args.out)
+    total = len(result.train) + len(result.val)
+    unit = f"{args.group_by}s"
+    for name, lines, groups, path in (
+        ("train", result.train, result.train_groups, train_file),
+        ("val", result.val, result.val_groups, val_file),
+    ):
+        print(
+            f"{name}: {len(lines)} frames ({len(lines) / total:.1%}) in {len(groups)} {unit} "
+            f"→ {path}"
+        )
+    # Read back from the written files: the check covers what a later prepare will read.
+    shared = shared_groups(train_file, val_file, args.group_by)
+    print(f"overlap: {len(shared)} {unit} in both train and val")
+    if shared:
+        raise DataError(f"{train_file} and {val_file} share {unit}: {', '.join(sorted(shared))}")
     return 0
 
 

@@ -52,12 +52,13 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
         help="evaluate a checkpoint or registered model on a shard set; write a JSON report",
         description="MODEL is a model file (exported by training), a registered model "
         "(depthkd-student@challenger, models:/...), or an MLflow run id. The shard set and split "
-        "come from the config (data.shards, data.eval_split; bundled synthetic data if unset).",
+        "come from the config (data.shards, data.test_split; bundled synthetic data if unset).",
     )
     parser.add_argument("--model", required=True, help="model file, name@alias, models:/ or run id")
     parser.add_argument("--protocol", help="default: the dataset's (nyu-eigen, kitti-garg-kbcrop)")
     parser.add_argument("--tta", choices=("none", "mean", "edge-blend"), default=None)
     parser.add_argument("--out", type=Path, help="JSON report (default: print only)")
+    parser.add_argument("--split", help="shard split to evaluate (default: data.test_split)")
     add_config_arguments(parser)
     parser.set_defaults(run=run_evaluate)
 
@@ -65,9 +66,8 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     from kdplatform import atomic
     from kdplatform.config.loader import load_config
-    from kdplatform.data.loader import eval_loader
     from kdplatform.eval.protocols import get_protocol
-    from kdplatform.eval.runner import evaluate_batches
+    from kdplatform.eval.runner import evaluate_split
     from kdplatform.train.jobs import load_model_reference, resolve_shards
     from kdplatform.train.profile import data_profile
 
@@ -76,24 +76,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
     protocol = get_protocol(args.protocol or data_profile(cfg, shards).protocol)
     tta = args.tta or cfg.eval.tta
     model = load_model_reference(args.model)
-
-    def predict(images):
-        out = model(images)
-        return getattr(out, "depth", out)
-
-    sums = evaluate_batches(
-        predict, eval_loader(shards, cfg.data.eval_split, cfg.data), protocol, tta=tta
-    )
+    split = args.split or cfg.data.test_split
+    sums = evaluate_split(model, shards, split, cfg.data, protocol, tta=tta)
     report = {
         "model": args.model,
         "shards": str(shards),
-        "split": cfg.data.eval_split,
+        "split": split,
         "protocol": protocol.name,
         "tta": tta,
         "n_images": sums.n_images,
         "n_skipped": sums.n_skipped,
         "metrics": sums.means(),
     }
+    print(f"split: {split}")
     print(format_table(protocol.name, report["metrics"], sums.n_images, sums.n_skipped))
     if args.out:
         atomic.write_json(args.out, report)

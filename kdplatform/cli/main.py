@@ -8,11 +8,18 @@ import sys
 from collections.abc import Sequence
 
 from kdplatform import __version__
-from kdplatform.cli import bench, config, data, evaluate, models, train
+from kdplatform.cli import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    bench,
+    config,
+    data,
+    evaluate,
+    models,
+    sweep,
+    train,
+)
 from kdplatform.errors import DepthKDError
-
-EXIT_ERROR = 2
-EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"depthkd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, train, config, bench, evaluate, models):
+    for module in (data, train, sweep, config, bench, evaluate, models):
         module.add_parser(commands)
     return parser
 

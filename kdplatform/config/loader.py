@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,12 +45,35 @@ def load_config(
         raw, lines = _read_yaml(path)
     overridden: dict[str, str] = {}
     for item in overrides:
-        key = _apply_override(raw, item)
+        key = _apply_override(raw, item, model)
         overridden[key] = item
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, model, path, lines, overridden)) from None
+
+
+def with_values(cfg: M, values: Mapping[str, Any]) -> M:
+    """`cfg` with `{dotted.key: value}` set (a sweep trial's draw), validated again.
+
+    Raises:
+        ConfigError: a key does not exist or a value is invalid; the message names the key.
+    """
+    raw = cfg.model_dump(mode="json")
+    overridden = {}
+    for key, value in values.items():
+        item = f"{key}={value!r}"
+        target = raw
+        for part in key.split(".")[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"{key}: {part} is a value, not a section")
+        target[key.split(".")[-1]] = value
+        overridden[key] = item
+    try:
+        return type(cfg).model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, type(cfg), None, {}, overridden)) from None
 
 
 def dump_config(cfg: BaseModel) -> str:
@@ -96,8 +119,12 @@ def _collect_lines(node: yaml.Node, prefix: str, out: dict[str, int]) -> None:
         _collect_lines(value_node, f"{key}.", out)
 
 
-def _apply_override(raw: dict[str, Any], item: str) -> str:
-    """Sets one `dotted.key=value` in `raw`; returns the dotted key."""
+def _apply_override(raw: dict[str, Any], item: str, model: type[BaseModel]) -> str:
+    """Sets one `dotted.key=value` in `raw`; returns the dotted key.
+
+    A key inside a mapping-valued setting (`distill.losses.response_kd=0.2`) changes that entry of
+    the mapping: one the file does not set starts from the model's default mapping.
+    """
     match = _OVERRIDE.match(item)
     if match is None:
         raise ConfigError(
@@ -112,7 +139,9 @@ def _apply_override(raw: dict[str, Any], item: str) -> str:
     target = raw
     parts = key.split(".")
     for i, part in enumerate(parts[:-1]):
-        child = target.setdefault(part, {})
+        if part not in target:
+            target[part] = _default_mapping(model, parts[: i + 1])
+        child = target[part]
         if not isinstance(child, dict):
             raise ConfigError(
                 f"override {item!r}: {'.'.join(parts[: i + 1])} is a value, not a section"
@@ -120,6 +149,21 @@ def _apply_override(raw: dict[str, Any], item: str) -> str:
         target = child
     target[parts[-1]] = value
     return key
+
+
+def _default_mapping(model: type[BaseModel], loc: list[str]) -> dict[str, Any]:
+    """A copy of the default of the dict-valued field at `loc`; {} for sections and the rest."""
+    current: Any = model
+    for part in loc[:-1]:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return {}
+        current = field.annotation
+    field = getattr(current, "model_fields", {}).get(loc[-1])
+    if field is None or getattr(field.annotation, "__origin__", None) is not dict:
+        return {}
+    default = field.get_default(call_default_factory=True)
+    return dict(default) if isinstance(default, dict) else {}
 
 
 def _describe(

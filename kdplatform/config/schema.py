@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class StrictModel(BaseModel):
@@ -40,11 +40,12 @@ class SynthConfig(StrictModel):
     """Procedural RGB-D data written in a real dataset's raw layout."""
 
     layout: Literal["kitti", "nyu"] = "nyu"
-    n: int = Field(200, ge=1, description="number of frames, train + test")
+    n: int = Field(200, ge=1, description="number of frames, train + val + test")
     seed: int = 0
     height: int | None = Field(None, ge=16, description="frame height; native size if unset")
     width: int | None = Field(None, ge=16, description="frame width; native size if unset")
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of frames in val")
 
 
 class PrepareConfig(StrictModel):
@@ -120,13 +121,10 @@ class DataConfig(StrictModel):
     )
     synthetic: SynthConfig = SynthConfig()
     train_split: str = "train"
-
-    @field_validator("shards")
-    @classmethod
-    def _absolute_shards(cls, value: Path | None) -> Path | None:
-        return absolute_path(value)
-
-    eval_split: str = "test"
+    eval_split: str = Field(
+        "val", description="split of training-time evaluation, early stopping and selection"
+    )
+    test_split: str = Field("test", description="held-out split of the final report only")
     batch_size: int = Field(8, ge=1)
     eval_batch_size: int = Field(4, ge=1)
     num_workers: int = Field(2, ge=0, description="loader processes per rank")
@@ -134,6 +132,11 @@ class DataConfig(StrictModel):
     steps_per_epoch: int = Field(50, ge=1, description="batches per rank per epoch")
     eval_kb_crop: bool = Field(False, description="KB-crop eval frames (KITTI kb-cropped protocol)")
     augment: AugmentConfig = AugmentConfig()
+
+    @field_validator("shards")
+    @classmethod
+    def _absolute_shards(cls, value: Path | None) -> Path | None:
+        return absolute_path(value)
 
 
 class StudentConfig(StrictModel):
@@ -196,37 +199,110 @@ class OptimConfig(StrictModel):
 
 
 class LossConfig(StrictModel):
-    """Weights and settings of the named loss terms; each term is logged on its own."""
+    """Settings of the loss terms (their weights are the stage's `losses` mapping)."""
 
-    silog: float = Field(1.0, ge=0, description="supervised SILog weight")
-    variance_focus: float = Field(0.85, ge=0, le=1)
+    variance_focus: float = Field(0.85, ge=0, le=1, description="SILog λ")
     min_depth: float | None = Field(
         None, gt=0, description="GT threshold of the supervised loss; unset: 1 m KITTI, 0.1 m NYU"
     )
-    attentive_kd: float = Field(1.0, ge=0, description="α: attentive feature KD weight")
-    attention_tau: float = Field(1.0, gt=0, description="τ: attention temperature")
+    attention_tau: float = Field(1.0, gt=0, description="τ: attentive-KD attention temperature")
+    attention_weights: tuple[float, float, float, float] = Field(
+        (1.0, 1.0, 1.0, 1.0), description="attentive-KD weight per scale, 1/4 … 1/32"
+    )
     attentive: bool = Field(True, description="False: uniform feature KD (ablation)")
-    response_kd: float = Field(0.5, ge=0, description="β: student vs teacher depth")
     response_kind: Literal["l1", "log_l1", "silog"] = "log_l1"
-    cross: float = Field(0.1, ge=0, description="URCDC pseudo-label weight")
     cross_mode: Literal["urcdc", "rectified"] = "urcdc"
-    confidence_temperature: float = Field(0.2, gt=0, description="T_u (URCDC: 1/T_u = 5)")
-    confidence_fit: float = Field(0.5, ge=0)
+    uncertainty_temperature: float = Field(0.2, gt=0, description="URCDC T_u (URCDC: 1/T_u = 5)")
+
+    @field_validator("attention_weights")
+    @classmethod
+    def _non_negative(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if min(value) < 0 or max(value) == 0:
+            raise ValueError(f"per-scale weights must be >= 0 and not all 0, got {value}")
+        return value
+
+
+# Every loss term a stage can compute, by stage; each stage's default objective. One home for the
+# term names: the steps in `kdplatform.train.stages` compute exactly the terms of its mapping.
+LOSS_TERMS: dict[str, dict[str, float]] = {
+    "acclimate": {"silog_ghost": 1.0, "silog_teacher": 1.0},
+    "distill": {"silog": 1.0, "attentive_kd": 1.0, "response_kd": 0.5},
+    "supervised": {"silog": 1.0},
+    "cross_distill": {
+        "silog_teacher": 1.0,
+        "silog_student": 1.0,
+        "confidence_fit": 0.5,
+        "cross_t2s": 0.1,
+        "cross_s2t": 0.1,
+    },
+}
+
+
+def check_losses(stage: str, value: object) -> dict[str, float]:
+    """The `losses` mapping of `stage`, checked: known terms, weights >= 0, one of them > 0."""
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a mapping of loss term to weight, got {value!r}")
+    available = LOSS_TERMS[stage]
+    checked: dict[str, float] = {}
+    for term, weight in value.items():
+        if term not in available:
+            elsewhere = sorted(s for s, terms in LOSS_TERMS.items() if term in terms)
+            if elsewhere:
+                raise ValueError(
+                    f"loss term {term!r} is not available to the {stage} stage (it belongs to "
+                    f"{', '.join(elsewhere)}); {stage} terms: {', '.join(available)}"
+                )
+            raise ValueError(f"unknown loss term {term!r}; {stage} terms: {', '.join(available)}")
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
+            raise ValueError(f"loss term {term!r}: weight must be a number >= 0, got {weight!r}")
+        checked[str(term)] = float(weight)
+    if not any(checked.values()):
+        raise ValueError(
+            f"needs at least one term with a weight > 0; {stage} terms: {', '.join(available)}"
+        )
+    return checked
+
+
+def _objective(stage: str) -> Any:
+    """The `losses` field of `stage`'s section, defaulting to its standard objective."""
+    return Field(
+        default_factory=lambda: dict(LOSS_TERMS[stage]),
+        description=f"loss term → weight; terms: {', '.join(LOSS_TERMS[stage])}",
+    )
 
 
 class StageConfig(StrictModel):
-    """One training stage: how long, its optimizer and its losses."""
+    """One training stage: how long, its optimizer, its objective and the loss settings.
+
+    `losses` maps term name to weight: the objective is their weighted sum and every term is
+    logged under its name. In a file the mapping is the whole objective (a term left out is not
+    computed); a dotted override (`distill.losses.response_kd=0.2`) changes one term of it. A
+    weight of 0 is the same as leaving the term out.
+    """
+
+    STAGE: ClassVar[str]
 
     steps: int = Field(200, ge=1, description="optimizer steps")
     optim: OptimConfig = OptimConfig()
+    losses: dict[str, float]
     loss: LossConfig = LossConfig()
+
+    @field_validator("losses", mode="before")
+    @classmethod
+    def _check_losses(cls, value: object) -> dict[str, float]:
+        return check_losses(cls.STAGE, value)
+
+    def active_losses(self) -> dict[str, float]:
+        """The terms with a weight > 0: the ones the stage computes."""
+        return {term: weight for term, weight in self.losses.items() if weight > 0}
 
 
 class AcclimateConfig(StageConfig):
     """Teacher acclimation: teacher encoder at a low lr, adapters and ghost decoder."""
 
+    STAGE: ClassVar[str] = "acclimate"
+    losses: dict[str, float] = _objective("acclimate")
     optim: OptimConfig = OptimConfig(backbone_lr_mult=0.1)
-    teacher_loss: float = Field(1.0, ge=0, description="SILog weight on the teacher's own head")
     freeze_ghost_after: int | None = Field(
         None, ge=0, description="freeze the ghost decoder after this many steps (None: never)"
     )
@@ -235,15 +311,26 @@ class AcclimateConfig(StageConfig):
 class DistillConfig(StageConfig):
     """Student distillation from a frozen acclimated teacher."""
 
+    STAGE: ClassVar[str] = "distill"
+    losses: dict[str, float] = _objective("distill")
     teacher: str | None = Field(
         None, description="acclimated teacher: registry name@alias, run id or checkpoint path"
     )
     acclimate_first: bool = Field(True, description="no teacher given: run acclimation first")
 
 
+class SupervisedConfig(StageConfig):
+    """The student alone with its supervised loss: the no-KD baseline."""
+
+    STAGE: ClassVar[str] = "supervised"
+    losses: dict[str, float] = _objective("supervised")
+
+
 class CrossDistillConfig(StageConfig):
     """URCDC mode: both branches trained jointly."""
 
+    STAGE: ClassVar[str] = "cross_distill"
+    losses: dict[str, float] = _objective("cross_distill")
     p_bypass: float = Field(0.05, ge=0, le=1, description="coupling bypass probability at start")
     anneal_from: float = Field(0.5, ge=0, le=1, description="fraction of training, then to 1")
     schedule: Literal["alternate", "sum"] = "alternate"
@@ -263,6 +350,7 @@ class TrainConfig(StrictModel):
     workers: int = Field(1, ge=0, description="Ray Train workers; 0 runs in the driver (tests)")
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(1.0, gt=0, description="with use_gpu; fractions share a GPU")
     strategy: Literal["ddp", "deepspeed"] = "ddp"
     zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage")
     amp: Literal["off", "bf16", "fp16"] = "off"
@@ -302,6 +390,20 @@ class ExperimentConfig(StrictModel):
     train: TrainConfig = TrainConfig()
     acclimate: AcclimateConfig = AcclimateConfig()
     distill: DistillConfig = DistillConfig()
+    supervised: SupervisedConfig = SupervisedConfig()
     cross_distill: CrossDistillConfig = CrossDistillConfig()
     eval: EvalConfig = EvalConfig()
     tracking: TrackingConfig = TrackingConfig()
+    allow_test_selection: bool = Field(
+        False, description="permit evaluating, early-stopping or selecting on the test split"
+    )
+
+    @model_validator(mode="after")
+    def _honest_selection(self) -> ExperimentConfig:
+        if self.data.eval_split == self.data.test_split and not self.allow_test_selection:
+            raise ValueError(
+                f"data.eval_split is the test split {self.data.test_split!r}: training-time "
+                "evaluation, early stopping and selection must read val (set data.eval_split: "
+                "val), or say allow_test_selection: true"
+            )
+        return self

@@ -1,8 +1,12 @@
 """The bundled synthetic dataset of the embedded default: generated and sharded on first use.
 
 When a config names no shard dir, pipelines use procedural data under `$DEPTHKD_HOME/data`, one
-folder per synthetic config (so changing its size or seed never reuses stale shards). Generation
-and preparation are both resumable no-ops once complete.
+folder per synthetic config (so changing its size or seed never reuses stale shards). Its train,
+val and test lists become the shard splits `data.train_split`, `data.eval_split` and
+`data.test_split`. Generation and preparation are both resumable no-ops once complete, and run
+under an exclusive lock (`<folder>.lock` beside the folder): two jobs started at once on a fresh
+home would otherwise render into the same files and clear each other's temporary shard folders.
+The second job waits, then reuses the first one's result.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import json
 from pathlib import Path
 
 from kdplatform.config.schema import DataConfig, PrepareConfig, SynthConfig
-from kdplatform.data.shards import prepare_shards, split_entry, verify_shards
+from kdplatform.data.locking import exclusive_lock
+from kdplatform.data.shards import prepare_shards, read_manifest, split_entry, verify_shards
 from kdplatform.data.sources import build_source
 from kdplatform.data.sources.synthetic import write_synthetic
 from kdplatform.errors import DataError
@@ -27,30 +32,49 @@ def synthetic_dir(synth: SynthConfig, home: Path) -> Path:
 def ensure_shards(cfg: DataConfig, home: Path, *, progress: bool = True) -> Path:
     """The absolute shard dir of `cfg`, generating the bundled synthetic set when none is named.
 
+    A named shard dir must hold the train and eval splits; its test split is optional (a user may
+    keep the held-out set elsewhere) but, when listed, must not be empty.
+
     Raises:
-        DataError: a named shard dir lacks the train or eval split, or a shard fails verification.
+        DataError: a named shard dir lacks the train or eval split or has an empty one, or a
+            bundled shard fails verification.
     """
     if cfg.shards is not None:
         shards = cfg.shards.resolve()
         for split in (cfg.train_split, cfg.eval_split):
             split_entry(shards, split)
+        if cfg.test_split in read_manifest(shards)["splits"]:
+            split_entry(shards, cfg.test_split)
         return shards
     base = synthetic_dir(cfg.synthetic, home)
+    with exclusive_lock(
+        base.with_name(f"{base.name}.lock"),
+        message=f"waiting for another process preparing {base}",
+    ):
+        return _build_bundled(cfg, base, progress)
+
+
+def _build_bundled(cfg: DataConfig, base: Path, progress: bool) -> Path:
+    """Generates (unless complete), prepares and verifies the bundled set; caller holds the lock."""
     raw = base / "raw"
     shards = base / "shards"
     synth = cfg.synthetic
-    if not (raw / "splits" / "test.txt").is_file():
+    if not (raw / "splits" / "test.txt").is_file():  # written last: its presence means complete
         write_synthetic(
             synth.layout,
             raw,
             synth.n,
             synth.seed,
             test_fraction=synth.test_fraction,
+            val_fraction=synth.val_fraction,
             height=synth.height,
             width=synth.width,
             progress=progress,
         )
-    for split, listed in ((cfg.train_split, "train"), (cfg.eval_split, "test")):
+    # Shard split name → synthetic list. A name given two roles is prepared once; the later
+    # entry wins, so eval_split == test_split (allow_test_selection) reads the test list.
+    lists = {cfg.eval_split: "val", cfg.test_split: "test", cfg.train_split: "train"}
+    for split, listed in lists.items():
         prepare = PrepareConfig(
             dataset=synth.layout,
             root=raw / ("raw" if synth.layout == "kitti" else "sync"),

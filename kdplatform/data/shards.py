@@ -4,7 +4,8 @@
 `<out>/<split>-%06d.tar` through `webdataset.ShardWriter` into a temporary folder, moves the shards
 in place and only then records the split in `<out>/manifest.json` (atomically). A directory or split
 without a manifest entry is not a dataset, so an interrupted run never looks complete. Several
-splits share one directory and one manifest.
+splits share one directory and one manifest, so prepares into one directory run one at a time,
+under the lock file `<out>/.prepare.lock` (not a shard; `verify_shards` reads only the manifest).
 
 `verify_shards` checks every shard against the manifest: size, sha256, sample count, and that each
 sample decodes (rgb, uint16 depth, sizes as recorded).
@@ -30,10 +31,12 @@ from tqdm import tqdm
 from kdplatform import __version__, atomic
 from kdplatform.config.schema import PrepareConfig
 from kdplatform.data import images
+from kdplatform.data.locking import exclusive_lock
 from kdplatform.data.sources.base import EncodedSample, RawSample, Source
 from kdplatform.errors import DataError
 
 MANIFEST = "manifest.json"
+LOCK_FILE = ".prepare.lock"
 FORMAT = "depthkd-shards"
 FORMAT_VERSION = 1
 # Fixed tar member mtime: the same inputs give byte-identical shards.
@@ -100,13 +103,24 @@ def shard_paths(out: Path, split: str) -> list[Path]:
 def prepare_shards(cfg: PrepareConfig, source: Source, *, progress: bool = True) -> PrepareReport:
     """Writes the shards and manifest entry of `cfg.split`; a no-op when they are up to date.
 
+    Holds `<out>/.prepare.lock` throughout. Without it two prepares into one directory break each
+    other: each clears the `.tmp-<split>-*` folders it takes for leftovers of a crashed run (the
+    other's shard writer then dies with a FileNotFoundError), and each rewrites the shared manifest
+    from the copy it read (one split's entry is lost). Under the lock the second run waits, then
+    finds the split up to date (same inputs) or adds its own split to the first one's manifest.
+
     Raises:
         DataError: a bad sample (with `on_error="raise"`), no usable sample at all, or an existing
             split prepared from other inputs (without `force`).
     """
-    start = time.perf_counter()
     out = cfg.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(out / LOCK_FILE, message=f"waiting for another process preparing {out}"):
+        return _prepare_locked(cfg, source, out, progress)
+
+
+def _prepare_locked(cfg: PrepareConfig, source: Source, out: Path, progress: bool) -> PrepareReport:
+    start = time.perf_counter()
     fingerprint = _fingerprint(cfg, source)
     existing = _existing_entry(out, cfg.split)
     if existing is not None and not cfg.force:
@@ -254,8 +268,12 @@ def _encode_all(
         _init_worker(source)
         yield from map(_encode_one, samples)
         return
-    # forkserver: the parent may hold threads (tqdm, Ray) that make a plain fork unsafe.
+    # forkserver: the parent may hold threads (tqdm, Ray) that make a plain fork unsafe. The
+    # server imports this module once (if it is not running yet), so the workers of every later
+    # pool start in milliseconds instead of importing webdataset and torch again (2-3 s a pool;
+    # the bundled set prepares three splits).
     ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["__main__", __name__])
     with ctx.Pool(workers, initializer=_init_worker, initargs=(source,)) as pool:
         yield from pool.imap(_encode_one, samples, chunksize=4)
 

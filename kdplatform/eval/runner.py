@@ -5,10 +5,13 @@ into per-image metrics under a protocol (training-time evaluation and `depthkd e
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from kdplatform.config.schema import DataConfig
+from kdplatform.data.loader import eval_loader
 from kdplatform.eval.metrics import MetricSums
 from kdplatform.eval.protocols import Protocol, evaluate_image
 from kdplatform.eval.tta import predict_with_flip
@@ -43,3 +46,25 @@ def evaluate_batches(
         if index == 0 and on_first is not None:
             on_first(batch, pred)
     return sums
+
+
+def evaluate_split(
+    model: torch.nn.Module,
+    shards: Path,
+    split: str,
+    data: DataConfig,
+    protocol: Protocol | str,
+    *,
+    tta: str = "none",
+) -> MetricSums:
+    """Metric sums of a depth model over every sample of one shard split, in this process.
+
+    `model(images)` may return depth or an output with a `.depth` field (an acclimated teacher).
+    """
+    model.eval()
+
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        out = model(images)
+        return getattr(out, "depth", out)
+
+    return evaluate_batches(predict, eval_loader(shards, split, data), protocol, tta=tta)

@@ -134,3 +134,46 @@ def finish_job_run(run: JobRun, status: RunEndStatus = "FINISHED") -> None:
     if status not in ("FINISHED", "FAILED", "KILLED"):
         raise ValueError(f"run end status must be FINISHED, FAILED or KILLED, not {status!r}")
     client_for(run.tracking_uri).set_terminated(run.run_id, status=status)
+
+
+def child_runs(parent: JobRun) -> dict[str, dict[str, str]]:
+    """The nested runs of `parent` by job id: `{job_id: {"run_id": ..., "status": ...}}`."""
+    client = client_for(parent.tracking_uri)
+    runs = client.search_runs(
+        [parent.experiment_id],
+        filter_string=f"tags.`{PARENT_RUN_TAG}` = '{parent.run_id}'",
+        run_view_type=ViewType.ACTIVE_ONLY,
+        max_results=10_000,
+    )
+    return {
+        r.data.tags.get(JOB_ID_TAG, r.info.run_id): {
+            "run_id": r.info.run_id,
+            "status": r.info.status,
+        }
+        for r in runs
+    }
+
+
+def end_running_children(parent: JobRun, statuses: Mapping[str, RunEndStatus]) -> list[str]:
+    """Ends the nested runs of `parent` still marked RUNNING with `statuses[job_id]` (their process
+    was ended from outside, e.g. a trial that Tune stopped); runs that ended themselves are left
+    untouched. Returns the job ids ended."""
+    client = client_for(parent.tracking_uri)
+    ended = []
+    for job_id, child in child_runs(parent).items():
+        if child["status"] == "RUNNING" and job_id in statuses:
+            client.set_terminated(child["run_id"], status=statuses[job_id])
+            ended.append(job_id)
+    return ended
+
+
+def metric_history(run_id: str, key: str, *, uri: str) -> list[tuple[int, float]]:
+    """`[(step, value), ...]` of one metric of a run, in step order."""
+    history = client_for(uri).get_metric_history(run_id, key)
+    return sorted((m.step, m.value) for m in history)
+
+
+def latest_metrics(run: JobRun, *, prefix: str) -> dict[str, float]:
+    """The latest value of each metric of `run` whose key starts with `prefix` (prefix removed)."""
+    metrics = client_for(run.tracking_uri).get_run(run.run_id).data.metrics
+    return {k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)}

@@ -1,8 +1,10 @@
-"""The jobs users run (driver side): acclimate, distill, cross-distill.
+"""The jobs users run (driver side): acclimate, distill, cross-distill, supervised.
 
 Everything a job can check is checked here, before any worker starts: the stage, the shard set
 and its manifest, the teacher reference. Then one MLflow run per job is opened (or continued, for
-a job id seen before), the stages run on Ray Train, and the results are logged and registered.
+a job id seen before), the stages run on Ray Train (evaluating on the val split), and at the end
+every exported model is evaluated once on the held-out test split: that report is logged
+(`<stage>/test/<metric>`), printed and tagged on the registered versions, never used to select.
 """
 
 from __future__ import annotations
@@ -16,18 +18,17 @@ from torch import nn
 from kdplatform.config.loader import dump_config
 from kdplatform.config.schema import ExperimentConfig, depthkd_home
 from kdplatform.data.bundled import ensure_shards
-from kdplatform.data.shards import split_entry
+from kdplatform.data.shards import read_manifest, split_entry
 from kdplatform.errors import ConfigError, DataError
+from kdplatform.eval.runner import evaluate_split
 from kdplatform.tracking import model_registry
 from kdplatform.tracking.logger import RunLogger
 from kdplatform.tracking.runs import JobRun, finish_job_run, open_job_run
 from kdplatform.train.launcher import StageResult, ensure_ray, run_stage
 from kdplatform.train.profile import DataProfile, data_profile
-from kdplatform.train.stages import STAGES
+from kdplatform.train.stages import STAGES, StageSpec
 from kdplatform.train.strategy import check_strategy
 from models.serialization import load_model, save_model
-
-JOBS = ("acclimate", "distill", "cross_distill", "supervised")
 
 
 @dataclass
@@ -39,7 +40,13 @@ class JobContext:
     out_dir: Path
     run: JobRun | None = None
     results: dict[str, StageResult] = field(default_factory=dict)
+    test_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # stage → metrics
     registered: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def has_test_split(self) -> bool:
+        """Whether the shard set holds the held-out split of the final report."""
+        return self.cfg.data.test_split in read_manifest(self.shards)["splits"]
 
 
 def resolve_shards(cfg: ExperimentConfig, *, progress: bool = True) -> Path:
@@ -55,10 +62,8 @@ def resolve_shards(cfg: ExperimentConfig, *, progress: bool = True) -> Path:
 
 def prepare_job(cfg: ExperimentConfig, job: str, *, progress: bool = True) -> JobContext:
     """Validates everything a job needs before any worker starts."""
-    if job not in JOBS:
-        raise ConfigError(f"unknown stage {job!r}; known: {', '.join(JOBS)}")
-    for name in JOBS:
-        STAGES.get(name)  # all stages registered
+    if job not in STAGES:
+        raise ConfigError(f"unknown stage {job!r}; known: {', '.join(STAGES.names())}")
     if job == "distill" and cfg.distill.teacher is None and not cfg.distill.acclimate_first:
         raise ConfigError(
             "distill needs a teacher: set distill.teacher (name@alias, run id or checkpoint "
@@ -118,9 +123,10 @@ def run_job(ctx: JobContext, *, log: callable = print) -> JobContext:
         if ctx.job == "distill" and teacher is None:
             stages = ["acclimate", "distill"]
         for stage in stages:
+            spec = STAGES.get(stage)
             log(
-                f"[{stage}] {STAGE_TITLES[stage]}: {_steps(cfg, stage)} steps on "
-                f"{max(cfg.train.workers, 1)} worker(s)"
+                f"[{stage}] {spec.title}: {spec.config(cfg).steps} steps on "
+                f"{max(cfg.train.workers, 1)} worker(s), evaluating on {cfg.data.eval_split}"
             )
             result = run_stage(
                 cfg,
@@ -134,6 +140,8 @@ def run_job(ctx: JobContext, *, log: callable = print) -> JobContext:
             ctx.results[stage] = result
             if "teacher" in result.exports:
                 teacher = result.exports["teacher"]
+            if ctx.has_test_split:
+                ctx.test_metrics[stage] = _test_report(ctx, result, logger, log)
             _register(ctx, result)
         status = "FINISHED"
     finally:
@@ -143,38 +151,63 @@ def run_job(ctx: JobContext, *, log: callable = print) -> JobContext:
     return ctx
 
 
-STAGE_TITLES = {
-    "acclimate": "teacher acclimation through the ghost decoder",
-    "distill": "student distillation from the frozen teacher",
-    "supervised": "student without KD (baseline)",
-    "cross_distill": "URCDC cross-distillation",
-}
+def stage_specs() -> list[StageSpec]:
+    """Every registered stage, for CLIs and docs."""
+    return [STAGES.get(name) for name in STAGES.names()]
 
 
-def _steps(cfg: ExperimentConfig, stage: str) -> int:
-    section = {"supervised": "distill"}.get(stage, stage)
-    return getattr(cfg, section).steps
+def split_metrics(metrics: dict[str, float], split: str) -> dict[str, float]:
+    """`{metric: value}` of the `<split>/<metric>` entries of a stage's report."""
+    prefix = f"{split}/"
+    return {k.removeprefix(prefix): float(v) for k, v in metrics.items() if k.startswith(prefix)}
+
+
+def _test_report(
+    ctx: JobContext, result: StageResult, logger: RunLogger, log: callable
+) -> dict[str, float]:
+    """The held-out test metrics of the stage's first exported model (after training: a report,
+    not a selection); logged as `<stage>/test/<metric>` at the stage's last step."""
+    cfg = ctx.cfg
+    role, path = next(iter(result.exports.items()))
+    split = cfg.data.test_split
+    sums = evaluate_split(
+        load_model(path), ctx.shards, split, cfg.data, ctx.profile.protocol, tta=cfg.eval.tta
+    )
+    means = sums.means()
+    step = int(result.metrics.get("step", 0))
+    logger.log_metrics({f"{result.stage}/{split}/{k}": v for k, v in means.items()}, step)
+    logger.flush()
+    log(
+        f"[{result.stage}] {role} on {split} ({ctx.profile.protocol}, {sums.n_images} images): "
+        + ", ".join(f"{k} {means[k]:.4f}" for k in ("abs_rel", "rmse", "d1"))
+    )
+    return means
 
 
 def _register(ctx: JobContext, result: StageResult) -> None:
     cfg = ctx.cfg
     names = {"teacher": cfg.tracking.teacher_model, "student": cfg.tracking.student_model}
     aliases = {"teacher": "acclimated", "student": "challenger"}
+    val, test = cfg.data.eval_split, cfg.data.test_split
     for role, path in result.exports.items():
         model = load_model(path)
         uri = model_registry.log_depth_model(ctx.run, model, name=f"{result.stage}_{role}")
         if not cfg.tracking.register_models:
             continue
-        metrics = {k: v for k, v in result.metrics.items() if k.startswith("eval/")}
+        reported = {f"{val}/{k}": v for k, v in split_metrics(result.metrics, val).items()} | {
+            f"{test}/{k}": v for k, v in ctx.test_metrics.get(result.stage, {}).items()
+        }
         version = model_registry.register_model(
             uri,
             names[role],
             alias=aliases[role],
             tags={
                 "protocol": ctx.profile.protocol,
+                "selection_split": val,
+                "report_split": test if result.stage in ctx.test_metrics else "none",
                 "stage": result.stage,
                 "job": cfg.name,
-                **{k.removeprefix("eval/"): f"{v:.6g}" for k, v in metrics.items()},
+                **{k: f"{v:.6g}" for k, v in reported.items()},
             },
         )
         ctx.registered[role] = f"{names[role]} v{version} @{aliases[role]}"

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from kdplatform.config.schema import ExperimentConfig, depthkd_home
+from kdplatform.config.schema import ExperimentConfig, TrainConfig, depthkd_home
 from kdplatform.errors import DepthKDError
 from kdplatform.tracking.runs import JobRun
 from kdplatform.train.loop import WorkerJob, train_worker
@@ -32,21 +35,45 @@ class StageResult:
     metrics: dict
     exports: dict[str, Path]  # role → exported model file (copied out of Ray storage)
     checkpoint: str | None
+    seconds: float  # wall time of the stage: worker start-up, training, evaluation, export
 
 
-def ensure_ray() -> str:
-    """Connects to the cluster this job belongs to or starts an embedded one; returns a label."""
+def ensure_ray(*, log_to_driver: bool = True) -> str:
+    """Connects to the cluster this job belongs to or starts an embedded one; returns a label.
+
+    Args:
+        log_to_driver: print worker output here (a sweep keeps it in Ray's log files).
+    """
     if ray.is_initialized():
         return "already connected"
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
+        ray.init(log_to_driver=log_to_driver)
         return f"cluster at {os.environ['RAY_ADDRESS']}"
     try:
-        ray.init(address="auto", log_to_driver=True)
+        ray.init(address="auto", log_to_driver=log_to_driver)
         return "running local cluster"
     except ConnectionError:
-        ray.init(include_dashboard=False, log_to_driver=True)
+        # with the dashboard: Ray Train's PlacementGroupCleaner asks its State API whether a
+        # controller died (a Tune trial stopped early); without it, the trial's CPUs leak
+        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=log_to_driver)
         return f"embedded Ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
+
+
+def latest_export(storage: Path, run_name: str, role: str) -> Path | None:
+    """The exported `role` model of the newest checkpoint of Ray run `run_name` in `storage`.
+
+    For runs whose driver may be gone before it copied the export (a Tune trial is ended as soon
+    as its last evaluation reaches the scheduler).
+    """
+    exports = sorted((storage / run_name).glob(f"checkpoint_*/export_{role}.pt"))
+    return exports[-1] if exports else None
+
+
+def _worker_resources(train: TrainConfig) -> dict[str, float]:
+    resources = {"CPU": train.cpus_per_worker}
+    if train.use_gpu:
+        resources["GPU"] = train.gpus_per_worker
+    return resources
 
 
 def storage_path(cfg: ExperimentConfig) -> Path:
@@ -62,10 +89,18 @@ def run_stage(
     run: JobRun | None,
     teacher: Path | None = None,
     out_dir: Path,
+    run_name: str | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> StageResult:
-    """Runs one stage to completion (or resumes it) and copies its exported models to `out_dir`."""
+    """Runs one stage to completion (or resumes it) and copies its exported models to `out_dir`.
+
+    Args:
+        run_name: Ray run name (the resume key); default `<job>-<stage>`.
+        callbacks: Ray Train callbacks (a Tune trial passes its report forwarder).
+    """
+    started = time.perf_counter()
     storage = storage_path(cfg)
-    name = f"{cfg.name}-{stage}"
+    name = run_name or f"{cfg.name}-{stage}"
     job = WorkerJob(
         stage=stage,
         shards=str(Path(shards).resolve()),
@@ -81,13 +116,14 @@ def run_stage(
         scaling_config=ScalingConfig(
             num_workers=train.workers,
             use_gpu=train.use_gpu,
-            resources_per_worker={"CPU": train.cpus_per_worker} if train.workers else None,
+            resources_per_worker=_worker_resources(train) if train.workers else None,
         ),
         run_config=RunConfig(
             name=name,
             storage_path=str(storage),
             checkpoint_config=CheckpointConfig(num_to_keep=train.keep_checkpoints),
             failure_config=FailureConfig(max_failures=train.max_failures),
+            callbacks=list(callbacks) or None,
         ),
     )
     result = trainer.fit()
@@ -108,4 +144,5 @@ def run_stage(
         metrics=dict(result.metrics or {}),
         exports=exports,
         checkpoint=result.checkpoint.path if result.checkpoint else None,
+        seconds=time.perf_counter() - started,
     )

@@ -7,7 +7,9 @@ validate config → models → `prepare_model` or `deepspeed.initialize` → res
   step per `accumulate` micro-batches).
 * `train.strategy` picks DDP or DeepSpeed ZeRO (`kdplatform.train.strategy`); the loop is the same,
   the strategy owns backward, the optimizer step, the training state and the full-weight model.
-* Periodic evaluation on the eval stream; per-image metrics summed on each rank and all-reduced.
+* Periodic evaluation on the eval split (val) in fp32 through the shared evaluator; per-image
+  metrics summed on each rank and all-reduced. Every evaluation goes through `ray.train.report`
+  with the monotonic `eval_round`, checkpoint or not, so Tune's schedulers see whole curves.
 * A checkpoint every `checkpoint_every` steps and at the end: the strategy's training state (model,
   optimizer, scheduler; DeepSpeed: every rank's ZeRO shards), step and RNG state. A resumed worker
   group continues at exactly the saved step; the training stream is keyed by (seed, epoch) and the
@@ -34,9 +36,7 @@ import torch
 
 from kdplatform.config.schema import ExperimentConfig
 from kdplatform.data.loader import eval_loader, train_loader
-from kdplatform.eval.metrics import MetricSums
-from kdplatform.eval.protocols import evaluate_image
-from kdplatform.eval.tta import predict_with_flip
+from kdplatform.eval.runner import evaluate_batches
 from kdplatform.tracking.logger import RunLogger
 from kdplatform.tracking.runs import JobRun
 from kdplatform.train.checkpoint import (
@@ -80,7 +80,8 @@ def train_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
 
     torch.manual_seed(cfg.seed)
-    stage = STAGES.get(job.stage)(cfg, profile, Path(job.teacher) if job.teacher else None)
+    teacher = Path(job.teacher) if job.teacher else None
+    stage = STAGES.get(job.stage).build(cfg, profile, teacher)
     model = stage.model.to(device)
     optimizer = build_optimizer(stage)
     strategy = build_strategy(
@@ -195,12 +196,28 @@ class _Runner:
                     )
                 window, window_steps, window_samples = {}, 0, 0
                 window_start = time.perf_counter()
-            report: dict[str, float] = {"step": done}
-            if done % self.train_cfg.eval_every == 0 or done == total:
+            evaluate = done % self.train_cfg.eval_every == 0 or done == total
+            save = done % self.train_cfg.checkpoint_every == 0 or done == total
+            if not (evaluate or save):
+                continue
+            report: dict[str, float] = {"step": done, "eval_round": self._eval_round(done)}
+            if evaluate:
                 report |= self.evaluate(done, rank=rank, world=world, device=device)
                 strategy.wrapped.train()
-            if done % self.train_cfg.checkpoint_every == 0 or done == total:
+            if save:
                 self.checkpoint(done, report, rank=rank, final=done == total)
+            else:  # every evaluation reaches Ray (and Tune's schedulers), not only checkpoints
+                if self.logger and rank == 0:
+                    # a trial that a scheduler stops now keeps its whole curve; after a crash the
+                    # resumed run skips these steps as replays (see RunLogger)
+                    self.logger.flush()
+                ray.train.report(report)
+
+    def _eval_round(self, step: int) -> int:
+        """Evaluations done by `step`: a progress counter that a resumed run continues (Tune's
+        `training_iteration` restarts after `Tuner.restore`; ASHA counts rungs in this)."""
+        every, total = self.train_cfg.eval_every, self.stage.cfg.steps
+        return step // every + int(step == total and total % every != 0)
 
     def _log(self, metrics: dict[str, float], step: int) -> None:
         """One tracking run per job: metric names carry the stage (`distill/train/loss`)."""
@@ -219,47 +236,38 @@ class _Runner:
         print(f"[{self.stage.name}] fault injection: rank 0 exits at step {step}", flush=True)
         os._exit(1)
 
-    @torch.no_grad()
     def evaluate(
         self, step: int, *, rank: int, world: int, device: torch.device
     ) -> dict[str, float]:
+        """Metrics of the current model on the eval split (val), named `<split>/<metric>`.
+
+        In fp32 whatever the training precision: metrics must not depend on `train.amp`.
+        """
         model = self.strategy.full_model()  # on every rank: it may gather ZeRO-3 partitions
         model.eval()
-        sums, grid = MetricSums(), None
-        stream = eval_loader(
-            self.shards, self.cfg.data.eval_split, self.cfg.data, rank=rank, world_size=world
-        )
-        for index, batch in enumerate(stream):
-            if self.cfg.eval.max_batches and index >= self.cfg.eval.max_batches:
-                break
-            images = batch["image"].to(device)
-            with self._autocast(device):
-                pred = predict_with_flip(
-                    lambda x: self.stage.predict(model, x), images, self.cfg.eval.tta
-                )
-            pred = pred.float().cpu()
-            for j in range(pred.shape[0]):
-                has_gt = bool(batch["has_gt"][j])
-                sums.add(
-                    evaluate_image(pred[j, 0], batch["depth"][j, 0], self.profile.protocol)
-                    if has_gt
-                    else None
-                )
-            if grid is None:
-                grid = (batch["image"], batch["depth"], pred)
-        sums = sums.all_reduce()
-        means = sums.means()
-        self._log({f"eval/{k}": v for k, v in means.items()}, step)
-        if self.logger and grid is not None:
-            self.logger.log_image_grid(step, *grid, max_depth=self.profile.max_depth)
+        split, grid = self.cfg.data.eval_split, []
+        stream = eval_loader(self.shards, split, self.cfg.data, rank=rank, world_size=world)
+        sums = evaluate_batches(
+            lambda x: self.stage.predict(model, x),
+            stream,
+            self.profile.protocol,
+            tta=self.cfg.eval.tta,
+            device=device,
+            max_batches=self.cfg.eval.max_batches,
+            on_first=lambda batch, pred: grid.append((batch["image"], batch["depth"], pred)),
+        ).all_reduce()
+        means = {f"{split}/{k}": v for k, v in sums.means().items()}
+        self._log(means, step)
+        if self.logger and grid:
+            self.logger.log_image_grid(step, *grid[0], max_depth=self.profile.max_depth)
         if rank == 0:
             print(
-                f"[{self.stage.name}] eval step {step} ({self.profile.protocol}, "
-                f"{sums.n_images} images): abs_rel {means['abs_rel']:.4f} rmse {means['rmse']:.4f} "
-                f"d1 {means['d1']:.4f}",
+                f"[{self.stage.name}] eval step {step} ({split}, {self.profile.protocol}, "
+                f"{sums.n_images} images): abs_rel {means[f'{split}/abs_rel']:.4f} "
+                f"rmse {means[f'{split}/rmse']:.4f} d1 {means[f'{split}/d1']:.4f}",
                 flush=True,
             )
-        return {f"eval/{k}": v for k, v in means.items()}
+        return means
 
     def checkpoint(self, step: int, metrics: dict[str, float], *, rank: int, final: bool) -> None:
         directory = Path(tempfile.mkdtemp(prefix=f"depthkd-{self.stage.name}-"))

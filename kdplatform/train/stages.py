@@ -4,6 +4,9 @@ A stage supplies models and losses; the loop (`kdplatform.train.loop`) supplies 
 Each `*_step(batch, ...) -> dict[str, Tensor]` is pure (no Ray, no MLflow) and returns the total
 `loss` plus every named term, so terms are logged one by one and steps test without a cluster.
 
+Each stage's objective is the weighted sum of the named terms in its config's `losses` mapping
+(`weighted_objective`); only terms with a weight > 0 are computed.
+
 * `acclimate`: teacher + ghost decoder; SILog on the ghost output and on the teacher's own head.
 * `distill`: frozen acclimated teacher; `silog + α·attentive_kd + β·response_kd` on the student.
 * `supervised`: the student alone with SILog (the no-KD baseline of the same student).
@@ -32,6 +35,17 @@ from models.zoo import build_acclimated_teacher, build_cross_distill, build_stud
 Batch = dict[str, Tensor]
 
 
+def weighted_objective(terms: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
+    """`Σ weight · term` over the stage's named terms: the one place a stage's loss is summed.
+
+    Every key of `terms` must have a weight; a term with weight 0 is never computed (the steps
+    only compute `active_losses()`), so it is exactly the same as leaving it out.
+    """
+    if not terms:
+        raise ValueError("an objective needs at least one computed term")
+    return sum(weights[name] * value for name, value in terms.items())  # type: ignore[return-value]
+
+
 def _supervised(depth: Tensor, batch: Batch, loss: LossConfig, min_depth: float) -> Tensor:
     return losses.silog_loss(
         depth,
@@ -42,23 +56,38 @@ def _supervised(depth: Tensor, batch: Batch, loss: LossConfig, min_depth: float)
     )
 
 
+def _with_total(terms: dict[str, Tensor], weights: dict[str, float]) -> dict[str, Tensor]:
+    return {**terms, "loss": weighted_objective(terms, weights)}
+
+
 def acclimate_step(
-    model: nn.Module, batch: Batch, *, loss: LossConfig, teacher_weight: float, min_depth: float
+    model: nn.Module,
+    batch: Batch,
+    *,
+    weights: dict[str, float],
+    loss: LossConfig,
+    min_depth: float,
 ) -> dict[str, Tensor]:
     out = model(batch["image"])
+    heads = {"silog_ghost": out.ghost_depth, "silog_teacher": out.depth}
     terms = {
-        "silog_ghost": _supervised(out.ghost_depth, batch, loss, min_depth),
-        "silog_teacher": _supervised(out.depth, batch, loss, min_depth),
+        name: _supervised(depth, batch, loss, min_depth)
+        for name, depth in heads.items()
+        if name in weights
     }
-    terms["loss"] = loss.silog * terms["silog_ghost"] + teacher_weight * terms["silog_teacher"]
-    return terms
+    return _with_total(terms, weights)
 
 
 def supervised_step(
-    model: nn.Module, batch: Batch, *, loss: LossConfig, min_depth: float
+    model: nn.Module,
+    batch: Batch,
+    *,
+    weights: dict[str, float],
+    loss: LossConfig,
+    min_depth: float,
 ) -> dict[str, Tensor]:
-    silog = _supervised(model(batch["image"]), batch, loss, min_depth)
-    return {"silog": silog, "loss": loss.silog * silog}
+    terms = {"silog": _supervised(model(batch["image"]), batch, loss, min_depth)}
+    return _with_total(terms, weights)
 
 
 def distill_step(
@@ -66,31 +95,49 @@ def distill_step(
     teacher: AcclimatedTeacher,
     batch: Batch,
     *,
+    weights: dict[str, float],
     loss: LossConfig,
     min_depth: float,
 ) -> dict[str, Tensor]:
-    with torch.no_grad():
-        target = teacher(batch["image"])
-    out = student(batch["image"], return_features=True)
-    terms = {
-        "silog": _supervised(out.depth, batch, loss, min_depth),
-        "attentive_kd": losses.attentive_kd_loss(
-            out.features, target.features, tau=loss.attention_tau, attentive=loss.attentive
-        ),
-        "response_kd": losses.response_kd_loss(out.depth, target.depth, kind=loss.response_kind),
-    }
-    terms["loss"] = (
-        loss.silog * terms["silog"]
-        + loss.attentive_kd * terms["attentive_kd"]
-        + loss.response_kd * terms["response_kd"]
-    )
-    return terms
+    """`silog` on the GT, `attentive_kd` on the ghost-adapted teacher features, `response_kd` on
+    the teacher's depth; the teacher runs only when a KD term is weighted."""
+    uses_features = "attentive_kd" in weights
+    out = student(batch["image"], return_features=uses_features)
+    depth = out.depth if uses_features else out
+    terms: dict[str, Tensor] = {}
+    if "silog" in weights:
+        terms["silog"] = _supervised(depth, batch, loss, min_depth)
+    if uses_features or "response_kd" in weights:
+        with torch.no_grad():
+            target = teacher(batch["image"])
+        if uses_features:
+            terms["attentive_kd"] = losses.attentive_kd_loss(
+                out.features,
+                target.features,
+                tau=loss.attention_tau,
+                weights=loss.attention_weights,
+                attentive=loss.attentive,
+            )
+        if "response_kd" in weights:
+            terms["response_kd"] = losses.response_kd_loss(
+                depth, target.depth, kind=loss.response_kind
+            )
+    return _with_total(terms, weights)
+
+
+# URCDC phases: which terms each computes ("both" is the summed variant)
+CROSS_PHASES = {
+    "supervised": ("silog_teacher", "silog_student", "confidence_fit"),
+    "distill": ("cross_t2s", "cross_s2t"),
+}
+CROSS_PHASES["both"] = CROSS_PHASES["supervised"] + CROSS_PHASES["distill"]
 
 
 def cross_distill_step(
     model: nn.Module,
     batch: Batch,
     *,
+    weights: dict[str, float],
     loss: LossConfig,
     min_depth: float,
     phase: str,
@@ -100,44 +147,37 @@ def cross_distill_step(
     "distill" (pseudo-labels both ways) or "both" (the summed variant)."""
     out = model(batch["image"], bypass=bypass)
     gt, valid = batch["depth"], batch["valid"] & (batch["depth"] > (loss.min_depth or min_depth))
-    zero = out.student_depth.sum() * 0
+    wanted = [name for name in CROSS_PHASES[phase] if name in weights]
+    branches = {
+        "teacher": (out.teacher_depth, out.teacher_confidence),
+        "student": (out.student_depth, out.student_confidence),
+    }
     terms: dict[str, Tensor] = {}
-    if phase in ("supervised", "both"):
-        terms["silog_teacher"] = _supervised(out.teacher_depth, batch, loss, min_depth)
-        terms["silog_student"] = _supervised(out.student_depth, batch, loss, min_depth)
-        terms["confidence_fit"] = sum(
-            losses.confidence_fit_loss(
-                conf, depth, gt, valid, temperature=loss.confidence_temperature, weight=1.0
+    for name in wanted:
+        if name.startswith("silog_"):
+            depth, _ = branches[name.removeprefix("silog_")]
+            terms[name] = _supervised(depth, batch, loss, min_depth)
+        elif name == "confidence_fit":
+            terms[name] = sum(  # type: ignore[assignment]
+                losses.confidence_fit_loss(
+                    conf, depth, gt, valid, temperature=loss.uncertainty_temperature, weight=1.0
+                )
+                for depth, conf in branches.values()
             )
-            for conf, depth in (
-                (out.teacher_confidence, out.teacher_depth),
-                (out.student_confidence, out.student_depth),
+        else:  # cross_t2s: the teacher's depth teaches the student, cross_s2t the reverse
+            source, target = ("teacher", "student")[:: 1 if name == "cross_t2s" else -1]
+            terms[name] = losses.cross_distillation_loss(
+                branches[source][0],
+                branches[target][0],
+                gt,
+                valid,
+                source_confidence=branches[source][1],
+                temperature=loss.uncertainty_temperature,
+                mode=loss.cross_mode,
             )
-        )
-    if phase in ("distill", "both"):
-        cross = {"temperature": loss.confidence_temperature, "mode": loss.cross_mode}
-        terms["cross_t2s"] = losses.cross_distillation_loss(
-            out.teacher_depth,
-            out.student_depth,
-            gt,
-            valid,
-            source_confidence=out.teacher_confidence,
-            **cross,
-        )
-        terms["cross_s2t"] = losses.cross_distillation_loss(
-            out.student_depth,
-            out.teacher_depth,
-            gt,
-            valid,
-            source_confidence=out.student_confidence,
-            **cross,
-        )
-    terms["loss"] = (
-        loss.silog * (terms.get("silog_teacher", zero) + terms.get("silog_student", zero))
-        + loss.confidence_fit * terms.get("confidence_fit", zero)
-        + loss.cross * (terms.get("cross_t2s", zero) + terms.get("cross_s2t", zero))
-    )
-    return terms
+    if not terms:  # every term of this phase has weight 0: a step that changes nothing
+        return {"loss": out.student_depth.sum() * 0}
+    return _with_total(terms, weights)
 
 
 @dataclass
@@ -171,19 +211,55 @@ class Stage:
 
 
 StageBuilder = Callable[[ExperimentConfig, DataProfile, "Path | None"], Stage]
-STAGES: Registry[StageBuilder] = Registry("stage")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A stage as jobs, the CLI and benchmarks see it.
+
+    Attributes:
+        name: registry key and Ray run suffix (`<job>-<name>`).
+        title: one line for consoles.
+        section: the `ExperimentConfig` attribute with the stage's steps, optimizer and losses.
+        build: `(cfg, profile, teacher checkpoint) -> Stage`, called in each worker.
+        needs_teacher: the stage distils from an acclimated teacher checkpoint.
+    """
+
+    name: str
+    title: str
+    section: str
+    build: StageBuilder
+    needs_teacher: bool = False
+
+    def config(self, cfg: ExperimentConfig) -> StageConfig:
+        """The stage's section of `cfg`."""
+        return getattr(cfg, self.section)
+
+
+STAGES: Registry[StageSpec] = Registry("stage")
+
+
+def stage(name: str, title: str, *, needs_teacher: bool = False) -> Callable:
+    """Registers a stage builder under `name`; its config section has the same name."""
+
+    def add(build: StageBuilder) -> StageBuilder:
+        STAGES.register(name)(StageSpec(name, title, name, build, needs_teacher))
+        return build
+
+    return add
 
 
 def _encoder_ids(*models: DepthModel) -> set[int]:
     return {id(p) for m in models for p in m.backbone.parameters()}
 
 
-@STAGES.register("acclimate")
+@stage("acclimate", "teacher acclimation through the ghost decoder")
 def acclimate_stage(cfg: ExperimentConfig, profile: DataProfile, teacher: Path | None) -> Stage:
     model = build_acclimated_teacher(
         cfg.model.teacher, cfg.model.student, max_depth=profile.max_depth
     )
     stage_cfg = cfg.acclimate
+    weights = stage_cfg.active_losses()
 
     def freeze_ghost(module: nn.Module, step: int) -> None:
         if stage_cfg.freeze_ghost_after is not None and step == stage_cfg.freeze_ghost_after:
@@ -195,31 +271,29 @@ def acclimate_stage(cfg: ExperimentConfig, profile: DataProfile, teacher: Path |
         cfg=stage_cfg,
         model=model,
         step=lambda m, batch, step: acclimate_step(
-            m,
-            batch,
-            loss=stage_cfg.loss,
-            teacher_weight=stage_cfg.teacher_loss,
-            min_depth=profile.loss_min_depth,
+            m, batch, weights=weights, loss=stage_cfg.loss, min_depth=profile.loss_min_depth
         ),
         predict=lambda m, images: m(images).depth,
         exports=lambda m: {"teacher": m},
         encoder_params=_encoder_ids(model.teacher),
-        # the ghost decoder may be frozen mid-run
-        find_unused_parameters=stage_cfg.freeze_ghost_after is not None,
+        # the ghost decoder may be frozen mid-run, and a head without a weighted term idles
+        find_unused_parameters=stage_cfg.freeze_ghost_after is not None or len(weights) < 2,
         on_step=freeze_ghost,
         eval_before=True,
     )
 
 
-@STAGES.register("supervised")
+@stage("supervised", "student without KD (baseline)")
 def supervised_stage(cfg: ExperimentConfig, profile: DataProfile, teacher: Path | None) -> Stage:
     model = build_student(cfg.model.student, max_depth=profile.max_depth)
+    stage_cfg = cfg.supervised
+    weights = stage_cfg.active_losses()
     return Stage(
         name="supervised",
-        cfg=cfg.distill,
+        cfg=stage_cfg,
         model=model,
         step=lambda m, batch, step: supervised_step(
-            m, batch, loss=cfg.distill.loss, min_depth=profile.loss_min_depth
+            m, batch, weights=weights, loss=stage_cfg.loss, min_depth=profile.loss_min_depth
         ),
         predict=lambda m, images: m(images),
         exports=lambda m: {"student": m},
@@ -227,7 +301,7 @@ def supervised_stage(cfg: ExperimentConfig, profile: DataProfile, teacher: Path 
     )
 
 
-@STAGES.register("distill")
+@stage("distill", "student distillation from the frozen teacher", needs_teacher=True)
 def distill_stage(cfg: ExperimentConfig, profile: DataProfile, teacher: Path | None) -> Stage:
     from models.serialization import load_model
 
@@ -237,16 +311,19 @@ def distill_stage(cfg: ExperimentConfig, profile: DataProfile, teacher: Path | N
     model = build_student(cfg.model.student, max_depth=profile.max_depth)
     frozen = load_model(teacher, expect="teacher")
     frozen.eval().requires_grad_(False)
-    loss = cfg.distill.loss
+    stage_cfg = cfg.distill
+    weights = stage_cfg.active_losses()
 
     def step(m: nn.Module, batch: Batch, index: int) -> dict[str, Tensor]:
         if next(frozen.parameters()).device != batch["image"].device:
             frozen.to(batch["image"].device)
-        return distill_step(m, frozen, batch, loss=loss, min_depth=profile.loss_min_depth)
+        return distill_step(
+            m, frozen, batch, weights=weights, loss=stage_cfg.loss, min_depth=profile.loss_min_depth
+        )
 
     return Stage(
         name="distill",
-        cfg=cfg.distill,
+        cfg=stage_cfg,
         model=model,
         step=step,
         predict=lambda m, images: m(images),
@@ -255,9 +332,10 @@ def distill_stage(cfg: ExperimentConfig, profile: DataProfile, teacher: Path | N
     )
 
 
-@STAGES.register("cross_distill")
+@stage("cross_distill", "URCDC cross-distillation")
 def cross_distill_stage(cfg: ExperimentConfig, profile: DataProfile, teacher: Path | None) -> Stage:
     stage_cfg = cfg.cross_distill
+    weights = stage_cfg.active_losses()
     model = build_cross_distill(
         cfg.model.teacher,
         cfg.model.student,
@@ -276,6 +354,7 @@ def cross_distill_stage(cfg: ExperimentConfig, profile: DataProfile, teacher: Pa
         return cross_distill_step(
             m,
             batch,
+            weights=weights,
             loss=stage_cfg.loss,
             min_depth=profile.loss_min_depth,
             phase=phase,

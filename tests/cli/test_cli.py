@@ -34,14 +34,18 @@ def _prepare(raw, shards, layout: str, split: str) -> int:
 def test_synth_prepare_verify_end_to_end(tmp_path, capsys):
     raw, shards = tmp_path / "raw", tmp_path / "shards"
     assert _synth(raw, "kitti", 10) == 0
-    assert _prepare(raw, shards, "kitti", "train") == 0
-    assert _prepare(raw, shards, "kitti", "test") == 0
+    out = capsys.readouterr().out
+    assert "wrote 7 train + 1 val + 2 test kitti-like frames" in out
+    splits = raw / "splits"
+    assert f"splits: {splits / 'train.txt'}, {splits / 'val.txt'}, {splits / 'test.txt'}" in out
+    for split in ("train", "val", "test"):
+        assert _prepare(raw, shards, "kitti", split) == 0
     assert "prepared split 'test'" in capsys.readouterr().out
     assert _prepare(raw, shards, "kitti", "test") == 0
     assert "is up to date" in capsys.readouterr().out
     assert main(["data", "verify", str(shards), "--json", "--quiet"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["ok"] and sum(report["checked"].values()) == 10
+    assert report["ok"] and report["checked"] == {"train": 7, "val": 1, "test": 2}
 
 
 def test_verify_fails_on_flipped_byte(tmp_path, capsys):

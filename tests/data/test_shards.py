@@ -34,7 +34,7 @@ def test_manifest_lists_every_shard(tmp_path, synth_nyu):
     report = _prepare(tmp_path, synth_nyu)
     entry = read_manifest(tmp_path / "shards")["splits"]["train"]
     assert report.num_samples == entry["num_samples"] == synth_nyu.n_train
-    assert [s["samples"] for s in entry["shards"]] == [4, 4, 2]
+    assert [s["samples"] for s in entry["shards"]] == [4, 4, 1]  # 12 frames: 9 train
     assert entry["source"]["dataset"] == "nyu" and entry["split_file_sha256"]
     assert read_manifest(tmp_path / "shards")["tool_version"]
 
@@ -73,8 +73,8 @@ def test_other_inputs_need_force(tmp_path, synth_nyu):
         shard_size=3,
         force=True,
     )
-    assert report.num_shards == 4
-    assert len(list((tmp_path / "shards").glob("train-*.tar"))) == 4
+    assert report.num_shards == 3
+    assert len(list((tmp_path / "shards").glob("train-*.tar"))) == 3
 
 
 def test_two_splits_share_one_manifest(tmp_path, synth_nyu):

@@ -18,13 +18,14 @@ from kdplatform.data.constants import (
     NYU_FOCAL,
     NYU_SIZE,
 )
+from kdplatform.data.sources import synthetic
 from kdplatform.data.sources.synthetic import SynthSummary, render_scene, write_synthetic
 from kdplatform.errors import ConfigError
 
 H, W = 64, 96
 SEED = 3
-KITTI_N = 40  # 8 test frames: one of them has no GT
-NYU_N = 30  # two rooms of 20 frames
+KITTI_N = 40  # 4 val and 8 test frames: one test frame has no GT
+NYU_N = 30  # two rooms of 20 frames; 3 val and 6 test frames
 
 KITTI_RGB = r"2011_09_26/2011_09_26_drive_(\d{4})_sync/image_02/data/(\d{10})\.png"
 KITTI_GT = r"2011_09_26_drive_(\d{4})_sync/proj_depth/groundtruth/image_02/(\d{10})\.png"
@@ -46,6 +47,15 @@ def nyu(tmp_path_factory: pytest.TempPathFactory) -> SynthSummary:
 
 def split_lines(path: Path) -> list[list[str]]:
     return [line.split(" ") for line in path.read_text().splitlines()]
+
+
+def all_lines(summary: SynthSummary) -> list[list[str]]:
+    """The lines of train, val and test, in sample order."""
+    return [
+        line
+        for path in (summary.train_split, summary.val_split, summary.test_split)
+        for line in split_lines(path)
+    ]
 
 
 def digests(root: Path) -> dict[str, str]:
@@ -108,12 +118,14 @@ def test_render_scene_is_a_function_of_the_generator_state() -> None:
 
 def test_kitti_splits(kitti: SynthSummary) -> None:
     assert (kitti.root, kitti.gt_root) == (kitti.out / "raw", kitti.out / "gt")
-    assert (kitti.n_train, kitti.n_test) == (32, 8)
+    assert (kitti.n_train, kitti.n_val, kitti.n_test) == (28, 4, 8)
     focal = f"{KITTI_FOCAL * W / KITTI_SIZE[1]:.4f}"
-    train, test = split_lines(kitti.train_split), split_lines(kitti.test_split)
-    assert len(train) == kitti.n_train
-    assert len(test) == kitti.n_test
-    for rgb, gt, line_focal in train + test:
+    train, val, test = (
+        split_lines(path) for path in (kitti.train_split, kitti.val_split, kitti.test_split)
+    )
+    assert (len(train), len(val), len(test)) == (kitti.n_train, kitti.n_val, kitti.n_test)
+    assert len({line[0] for line in train + val + test}) == KITTI_N
+    for rgb, gt, line_focal in train + val + test:
         assert line_focal == focal
         drive_frame = re.fullmatch(KITTI_RGB, rgb).groups()
         assert int(drive_frame[0]) >= 1
@@ -125,27 +137,29 @@ def test_kitti_splits(kitti: SynthSummary) -> None:
             continue
         assert re.fullmatch(KITTI_GT, gt).groups() == drive_frame
         assert (kitti.gt_root / gt).is_file()
-    assert all(gt != "None" for _, gt, _ in train)
+    assert all(gt != "None" for _, gt, _ in train + val)
     without_gt = sum(gt == "None" for _, gt, _ in test)
     assert without_gt == kitti.n_test_without_gt == 1
 
 
 def test_kitti_frames_are_numbered_within_drives(tmp_path: Path) -> None:
     summary = write_synthetic("kitti", tmp_path, 52, 0, height=16, width=16, progress=False)
-    rgbs = [line[0] for line in split_lines(summary.train_split) + split_lines(summary.test_split)]
+    rgbs = [line[0] for line in all_lines(summary)]
     assert rgbs[49].endswith("drive_0001_sync/image_02/data/0000000049.png")
     assert rgbs[50].endswith("drive_0002_sync/image_02/data/0000000000.png")
 
 
 def test_nyu_splits(nyu: SynthSummary) -> None:
     assert (nyu.root, nyu.gt_root) == (nyu.out / "sync", None)
-    assert (nyu.n_train, nyu.n_test, nyu.n_test_without_gt) == (24, 6, 0)
+    assert (nyu.n_train, nyu.n_val, nyu.n_test, nyu.n_test_without_gt) == (21, 3, 6, 0)
     focal = f"{NYU_FOCAL * W / NYU_SIZE[1]:.4f}"
-    train, test = split_lines(nyu.train_split), split_lines(nyu.test_split)
-    assert len(train) == nyu.n_train
-    assert len(test) == nyu.n_test
-    # Like the BTS lists: train paths have a leading slash, test paths do not.
-    for lines, slash in ((train, True), (test, False)):
+    train, val, test = (
+        split_lines(path) for path in (nyu.train_split, nyu.val_split, nyu.test_split)
+    )
+    assert (len(train), len(val), len(test)) == (nyu.n_train, nyu.n_val, nyu.n_test)
+    # Like the BTS lists: train paths have a leading slash, test paths do not; val is carved out
+    # of a train list and keeps it.
+    for lines, slash in ((train, True), (val, True), (test, False)):
         for rgb, gt, line_focal in lines:
             assert line_focal == focal
             assert rgb.startswith("/") == gt.startswith("/") == slash
@@ -153,7 +167,7 @@ def test_nyu_splits(nyu: SynthSummary) -> None:
             assert re.fullmatch(NYU_RGB, rgb).groups() == re.fullmatch(NYU_GT, gt).groups()
             assert (nyu.root / rgb).is_file()
             assert (nyu.root / gt).is_file()
-    rooms = {line[0].lstrip("/").split("/")[0] for line in train + test}
+    rooms = {line[0].lstrip("/").split("/")[0] for line in train + val + test}
     assert rooms == {"synth_room_0000", "synth_room_0001"}
 
 
@@ -163,7 +177,7 @@ def test_images_have_the_requested_size(
 ) -> None:
     summary = kitti if layout == "kitti" else nyu
     scale = KITTI_DEPTH_SCALE if layout == "kitti" else NYU_DEPTH_SCALE
-    for rgb, gt, _ in split_lines(summary.train_split) + split_lines(summary.test_split):
+    for rgb, gt, _ in all_lines(summary):
         assert read_rgb(summary.root / rgb.lstrip("/")).shape == (H, W, 3)
         if gt != "None":
             gt_root = summary.gt_root or summary.root
@@ -172,21 +186,70 @@ def test_images_have_the_requested_size(
 
 def test_native_size_by_default_and_a_single_frame(tmp_path: Path) -> None:
     summary = write_synthetic("nyu", tmp_path, 1, 0, progress=False)
-    assert (summary.n_train, summary.n_test) == (1, 0)
-    assert summary.test_split.read_text() == ""
+    assert (summary.n_train, summary.n_val, summary.n_test) == (1, 0, 0)
+    assert summary.val_split.read_text() == summary.test_split.read_text() == ""
     ((rgb, _, focal),) = split_lines(summary.train_split)
     assert focal == f"{NYU_FOCAL:.4f}"
     assert read_rgb(summary.root / rgb.lstrip("/")).shape == (*NYU_SIZE, 3)
 
 
 @pytest.mark.parametrize(
-    ("n", "fraction", "n_test"), [(10, 0.3, 3), (10, 0.0, 1), (2, 0.9, 1), (20, 0.2, 4)]
+    ("n", "test_fraction", "val_fraction", "n_val", "n_test"),
+    [
+        (10, 0.3, 0.1, 1, 3),
+        (10, 0.0, 0.1, 1, 1),
+        (20, 0.2, 0.1, 2, 4),
+        (10, 0.2, 0.0, 0, 2),
+        (10, 0.2, 0.01, 1, 2),  # at least one val frame
+        (3, 0.2, 0.1, 1, 1),
+        (3, 0.5, 0.5, 0, 2),  # capped: one train frame stays
+        (2, 0.9, 0.5, 0, 1),
+    ],
 )
-def test_test_split_size(tmp_path: Path, n: int, fraction: float, n_test: int) -> None:
+def test_split_sizes(
+    tmp_path: Path, n: int, test_fraction: float, val_fraction: float, n_val: int, n_test: int
+) -> None:
     summary = write_synthetic(
-        "nyu", tmp_path, n, 0, test_fraction=fraction, height=16, width=16, progress=False
+        "nyu",
+        tmp_path,
+        n,
+        0,
+        test_fraction=test_fraction,
+        val_fraction=val_fraction,
+        height=16,
+        width=16,
+        progress=False,
     )
-    assert (summary.n_train, summary.n_test) == (n - n_test, n_test)
+    assert (summary.n_train, summary.n_val, summary.n_test) == (n - n_val - n_test, n_val, n_test)
+    counts = [len(split_lines(p)) for p in (summary.train_split, summary.val_split)]
+    assert counts == [summary.n_train, summary.n_val]
+
+
+def test_test_split_does_not_depend_on_val_fraction(tmp_path: Path) -> None:
+    runs = [
+        write_synthetic(
+            "kitti", tmp_path / str(f), 40, 0, val_fraction=f, height=16, width=16, progress=False
+        )
+        for f in (0.0, 0.3)
+    ]
+    assert [r.n_val for r in runs] == [0, 12]
+    assert runs[0].test_split.read_text() == runs[1].test_split.read_text()
+    assert runs[0].n_test_without_gt == runs[1].n_test_without_gt == 1
+    train = [split_lines(r.train_split) for r in runs]
+    assert train[1] == train[0][:20]  # val comes out of the end of train
+
+
+def test_test_list_is_written_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    written: list[str] = []
+    real_write = synthetic._write_text
+
+    def recording(path: Path, text: str) -> None:
+        written.append(path.name)
+        real_write(path, text)
+
+    monkeypatch.setattr(synthetic, "_write_text", recording)
+    write_synthetic("nyu", tmp_path, 10, 0, height=16, width=16, progress=False)
+    assert written == ["train.txt", "val.txt", "test.txt"]  # test.txt marks a complete folder
 
 
 def test_no_temporary_files_are_left(kitti: SynthSummary, nyu: SynthSummary) -> None:
@@ -224,7 +287,7 @@ def test_depth_png_round_trips_the_rendered_depth(
 
 
 def test_kitti_depth_is_sparse_and_capped(kitti: SynthSummary) -> None:
-    for _, gt, _ in split_lines(kitti.train_split) + split_lines(kitti.test_split):
+    for _, gt, _ in all_lines(kitti):
         if gt == "None":
             continue
         depth = read_depth(kitti.gt_root / gt, KITTI_DEPTH_SCALE)
@@ -250,7 +313,7 @@ def test_kitti_sky_has_no_depth() -> None:
 
 def test_nyu_depth_is_dense_indoor_range(nyu: SynthSummary) -> None:
     holes = []
-    for _, gt, _ in split_lines(nyu.train_split) + split_lines(nyu.test_split):
+    for _, gt, _ in all_lines(nyu):
         depth = read_depth(nyu.root / gt.lstrip("/"), NYU_DEPTH_SCALE)
         valid = depth[depth > 0]
         assert valid.min() > 0.5
@@ -272,6 +335,8 @@ def test_nyu_depth_is_dense_indoor_range(nyu: SynthSummary) -> None:
         ({"width": 15}, "width"),
         ({"test_fraction": 1.0}, "test_fraction"),
         ({"test_fraction": -0.1}, "test_fraction"),
+        ({"val_fraction": 1.0}, "val_fraction"),
+        ({"val_fraction": -0.1}, "val_fraction"),
         ({"workers": 0}, "workers"),
         ({"seed": -1}, "seed"),
     ],

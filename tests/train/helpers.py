@@ -34,6 +34,7 @@ def tiny_config(home: Path, **sections: dict) -> ExperimentConfig:
         "eval": {"max_batches": 1},
         "acclimate": {"steps": 2},
         "distill": {"steps": 4},
+        "supervised": {"steps": 4},
         "cross_distill": {"steps": 2},
         "tracking": {"experiment": "tests", "system_metrics": False},
     }

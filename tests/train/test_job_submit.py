@@ -95,7 +95,7 @@ def test_submit_distill_job_registers_student(
     run = runs[0]
     assert run.info.status == "FINISHED"
     assert run.data.tags["depthkd.job_id"] == job_id
-    for metric in ("acclimate/eval/abs_rel", "distill/eval/abs_rel"):
+    for metric in ("acclimate/val/abs_rel", "distill/val/abs_rel"):
         assert metric in run.data.metrics, sorted(run.data.metrics)
         assert run.data.metrics[metric] > 0
     student = client.get_model_version_by_alias("depthkd-student", "challenger")

@@ -32,8 +32,8 @@ def test_local_mode_distill_end_to_end(embedded_ray, home: Path) -> None:
         "student": "depthkd-student v1 @challenger",
     }
     # the teacher's own accuracy before (step 0) and after acclimation is in the run
-    assert _history(ctx, "acclimate/eval/abs_rel") == [0, 2]
-    assert _history(ctx, "distill/eval/abs_rel") == [2]
+    assert _history(ctx, "acclimate/val/abs_rel") == [0, 2]
+    assert _history(ctx, "distill/val/abs_rel") == [2]
 
 
 def test_ddp_worker_failure_resumes_and_driver_resume_continues(embedded_ray, home: Path) -> None:

@@ -80,20 +80,24 @@ class SynthSummary:
         out: the output directory.
         layout: "kitti" or "nyu".
         n_train: lines in splits/train.txt.
+        n_val: lines in splits/val.txt.
         n_test: lines in splits/test.txt.
         n_test_without_gt: test lines whose GT column is `None` (KITTI only).
         train_split: path of splits/train.txt.
+        val_split: path of splits/val.txt.
         test_split: path of splits/test.txt.
-        root: directory the RGB paths of both splits are relative to.
+        root: directory the RGB paths of all splits are relative to.
         gt_root: directory the GT paths are relative to, or None when it is `root`.
     """
 
     out: Path
     layout: str
     n_train: int
+    n_val: int
     n_test: int
     n_test_without_gt: int
     train_split: Path
+    val_split: Path
     test_split: Path
     root: Path
     gt_root: Path | None
@@ -160,18 +164,22 @@ def write_synthetic(
     seed: int,
     *,
     test_fraction: float = 0.2,
+    val_fraction: float = 0.1,
     height: int | None = None,
     width: int | None = None,
     workers: int = 1,
     progress: bool = True,
 ) -> SynthSummary:
-    """Write `n` synthetic frames plus train/test split files in a dataset's raw layout.
+    """Write `n` synthetic frames plus train/val/test split files in a dataset's raw layout.
 
     Sample `i` is rendered from `np.random.default_rng([seed, i])`, so the bytes written do not
-    depend on `workers`. The first `n - n_test` samples form the train split, the rest the test
-    split, with `n_test = max(1, round(n * test_fraction))` for n >= 2 (capped so one train
-    sample remains) and 0 for n = 1. Split files are written last and atomically: a directory
-    without `splits/test.txt` is incomplete.
+    depend on `workers`. Samples are split in index order: train, then val, then the last
+    `n_test` samples as test, with `n_test = max(1, round(n * test_fraction))` for n >= 2 (capped
+    so one train sample remains) and 0 for n = 1, so the test set does not depend on
+    `val_fraction`. `n_val = max(1, round(n * val_fraction))` when `val_fraction > 0`, capped so
+    one train sample remains. Unlike real video frames, synthetic frames are independent renders,
+    so this frame-level split does not leak. Split files are written last and atomically, test
+    last of all: a directory without `splits/test.txt` is incomplete.
 
     Args:
         layout: "kitti" (raw/ + gt/ trees, sparse depth) or "nyu" (sync/ tree, dense depth).
@@ -179,6 +187,7 @@ def write_synthetic(
         n: number of frames (>= 1).
         seed: base seed.
         test_fraction: share of frames in the test split, in [0, 1).
+        val_fraction: share of frames in the val split (training-time evaluation), in [0, 1).
         height: image height (>= 16); the dataset's native height when None.
         width: image width (>= 16); the dataset's native width when None. The focal in the
             split files is scaled by `width / native_width`.
@@ -192,7 +201,7 @@ def write_synthetic(
         ConfigError: an argument is out of range.
     """
     _check_layout(layout)
-    _check_write_args(n, seed, test_fraction, workers)
+    _check_write_args(n, seed, test_fraction, val_fraction, workers)
     (native_h, native_w), _, _ = _NATIVE[layout]
     height = native_h if height is None else height
     width = native_w if width is None else width
@@ -202,8 +211,9 @@ def write_synthetic(
 
     out = Path(out)
     n_test = _n_test(n, test_fraction)
-    n_train = n - n_test
-    no_gt = _no_gt_indices(layout, n_train, n_test)
+    n_val = _n_val(n, n_test, val_fraction)
+    n_train = n - n_val - n_test
+    no_gt = _no_gt_indices(layout, n - n_test, n_test)
     jobs = [(i, i not in no_gt) for i in range(n)]
     write_one = partial(_write_sample, layout, out, seed, height, width)
     rows = list(
@@ -216,19 +226,23 @@ def write_synthetic(
         )
     )
     focal = f"{_focal(layout, width):.4f}"
-    # BTS lists NYU train paths with a leading slash and test paths without one.
+    # BTS lists NYU train paths with a leading slash and test paths without one; val is carved
+    # out of a train list, so it keeps the slash.
     train_prefix = "/" if layout == "nyu" else ""
     splits = out / "splits"
     _write_text(splits / "train.txt", _split_text(rows[:n_train], focal, train_prefix))
-    _write_text(splits / "test.txt", _split_text(rows[n_train:], focal, ""))
+    _write_text(splits / "val.txt", _split_text(rows[n_train : n - n_test], focal, train_prefix))
+    _write_text(splits / "test.txt", _split_text(rows[n - n_test :], focal, ""))
     root, gt_root = _roots(layout, out)
     return SynthSummary(
         out=out,
         layout=layout,
         n_train=n_train,
+        n_val=n_val,
         n_test=n_test,
         n_test_without_gt=len(no_gt),
         train_split=splits / "train.txt",
+        val_split=splits / "val.txt",
         test_split=splits / "test.txt",
         root=root,
         gt_root=gt_root,
@@ -248,13 +262,16 @@ def _check_size(name: str, value: int) -> None:
         raise ConfigError(f"{name} must be an integer >= {MIN_SIZE}, got {value!r}")
 
 
-def _check_write_args(n: int, seed: int, test_fraction: float, workers: int) -> None:
+def _check_write_args(
+    n: int, seed: int, test_fraction: float, val_fraction: float, workers: int
+) -> None:
     if not _is_int(n) or n < 1:
         raise ConfigError(f"n must be an integer >= 1, got {n!r}")
     if not _is_int(seed) or seed < 0:
         raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
-    if not isinstance(test_fraction, numbers.Real) or not 0.0 <= test_fraction < 1.0:
-        raise ConfigError(f"test_fraction must be a number in [0, 1), got {test_fraction!r}")
+    for name, fraction in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
+        if not isinstance(fraction, numbers.Real) or not 0.0 <= fraction < 1.0:
+            raise ConfigError(f"{name} must be a number in [0, 1), got {fraction!r}")
     if not _is_int(workers) or workers < 1:
         raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
 
@@ -274,14 +291,20 @@ def _n_test(n: int, test_fraction: float) -> int:
     return min(n - 1, max(1, round(n * test_fraction)))
 
 
-def _no_gt_indices(layout: str, n_train: int, n_test: int) -> frozenset[int]:
+def _n_val(n: int, n_test: int, val_fraction: float) -> int:
+    if val_fraction == 0:
+        return 0
+    return min(n - n_test - 1, max(1, round(n * val_fraction)))  # n_test <= n - 1: never < 0
+
+
+def _no_gt_indices(layout: str, first_test: int, n_test: int) -> frozenset[int]:
     """Test samples listed with GT `None`, spread evenly like the missing frames of Eigen."""
     if layout != "kitti" or n_test == 0:
         return frozenset()
     count = round(n_test * NO_GT_FRACTION)
     if n_test >= 5:
         count = max(1, count)
-    return frozenset(n_train + int((j + 0.5) * n_test / count) for j in range(count))
+    return frozenset(first_test + int((j + 0.5) * n_test / count) for j in range(count))
 
 
 # --- scenes ----------------------------------------------------------------------------------

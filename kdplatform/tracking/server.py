@@ -1,0 +1,117 @@
+"""A local `mlflow server` in front of the default SQLite store, for many concurrent writers.
+
+SQLite waits for a lock and still fails with "database is locked" when several processes write at
+once or race through their first schema migration (MLflow #6490). Parallel sweep trials are such
+writers, so a sweep on the embedded default puts one server process (one worker: every write goes
+through one connection pool) on 127.0.0.1 in front of the store for its duration; clients then
+talk HTTP. With `$MLFLOW_TRACKING_URI` already set, the user's server is used as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from kdplatform.errors import DepthKDError
+from kdplatform.tracking.store import ARTIFACT_DIR, tracking_uri
+
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 120.0
+STOP_GRACE_S = 10.0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@contextlib.contextmanager
+def local_tracking_server(home: Path, *, log_file: Path) -> Iterator[str]:
+    """Serves the default store of `home` on a free loopback port; yields the `http://` URI.
+
+    While the block runs, `$MLFLOW_TRACKING_URI` points at the server (restored afterwards), so
+    everything in this process and in processes started from it logs through it. With the
+    variable already set, yields it unchanged and starts nothing.
+
+    Raises:
+        DepthKDError: the server did not answer /health in time (its log file is named).
+    """
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        yield os.environ["MLFLOW_TRACKING_URI"]
+        return
+    store = tracking_uri(home)
+    port = _free_port()
+    url = f"http://{HOST}:{port}"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        store,
+        "--artifacts-destination",
+        str(home.resolve() / ARTIFACT_DIR),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    # no background job runner (MLflow 3 starts a pool of huey consumers for it by default)
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _healthy(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise DepthKDError(
+                    f"the local MLflow server for {store} did not start (see {log_file})"
+                )
+            time.sleep(0.5)
+        # the URI for this process and its children; MLflow's "View run at <url>" lines off
+        changed = {"MLFLOW_TRACKING_URI": url, "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+        before = {key: os.environ.get(key) for key in changed}
+        os.environ.update(changed)
+        try:
+            yield url
+        finally:
+            for key, value in before.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+    finally:
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM to the server's own process group (its workers too), SIGKILL after a grace."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

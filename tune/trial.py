@@ -1,0 +1,102 @@
+"""One sweep trial: a Tune function trainable that builds and fits the distill stage's
+`TorchTrainer` (the Ray 2.60 pattern: `Tuner(trainer)` is gone) and forwards its evaluations.
+
+The trial's training run is the nested MLflow child of the sweep's parent run, found again by its
+job id when a restored sweep continues the trial; its Ray Train run (`train-<trial id>`) resumes
+from the trial's own latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from kdplatform.config.loader import with_values
+from kdplatform.config.schema import ExperimentConfig
+from kdplatform.tracking.runs import finish_job_run, open_job_run
+from kdplatform.train.launcher import run_stage
+from kdplatform.train.profile import DataProfile
+
+TRIAL_TAG = "depthkd.trial"
+SWEEP_TAG = "depthkd.sweep"
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial shares, resolved once on the sweep driver (plain data for Ray)."""
+
+    sweep: str
+    base: dict[str, Any]  # the base experiment, `model_dump(mode="json")`
+    shards: str
+    profile: dict[str, Any]
+    teachers: dict[str, str]  # student name → acclimated teacher checkpoint
+    tracking_uri: str
+    parent_run_id: str
+    trial_root: str  # trial exports under <trial_root>/<trial id>
+    metric: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def trial_job_id(sweep: str, trial_id: str) -> str:
+    """The job id of a trial: its MLflow run key and its experiment `name`."""
+    return f"{sweep}-{trial_id}"
+
+
+def trial_config(base: ExperimentConfig, draw: dict[str, Any], *, name: str) -> ExperimentConfig:
+    """The base experiment with a trial's drawn values (dotted keys) and its own name."""
+    return with_values(base, {**draw, "name": name})
+
+
+class EvaluationReports(TuneReportCallback):
+    """Forwards to Tune the reports that carry the sweep metric: every evaluation.
+
+    Checkpoint-only reports (no evaluation at that step) stay in Ray Train; Tune would reject a
+    result without the metric, and schedulers only need evaluation points.
+    """
+
+    def __init__(self, metric: str) -> None:
+        super().__init__()
+        self.metric = metric
+
+    def after_report(self, run_context: Any, metrics: list[dict], checkpoint: Any) -> None:
+        if metrics and self.metric in metrics[0]:
+            super().after_report(run_context, metrics, checkpoint)
+
+
+def run_trial(draw: dict[str, Any], *, context: dict[str, Any]) -> None:
+    """The trainable: the distill stage of the base experiment with `draw` applied."""
+    ctx = TrialContext(**context)
+    trial_id = tune.get_context().get_trial_id()
+    # trial processes log through the sweep's server, never straight into SQLite
+    os.environ["MLFLOW_TRACKING_URI"] = ctx.tracking_uri
+    base = ExperimentConfig.model_validate(ctx.base)
+    cfg = trial_config(base, draw, name=trial_job_id(ctx.sweep, trial_id))
+    run = open_job_run(
+        experiment=cfg.tracking.experiment,
+        job_id=cfg.name,
+        tags={SWEEP_TAG: ctx.sweep, TRIAL_TAG: trial_id, "depthkd.job": "distill"},
+        parent_run_id=ctx.parent_run_id,
+    )
+    status = "FAILED"
+    try:
+        run_stage(
+            cfg,
+            "distill",
+            shards=Path(ctx.shards),
+            profile=DataProfile(**ctx.profile),
+            run=run,
+            teacher=Path(ctx.teachers[cfg.model.student.name]),
+            out_dir=Path(ctx.trial_root) / trial_id,
+            run_name=f"train-{trial_id}",
+            callbacks=[EvaluationReports(ctx.metric)],
+        )
+        status = "FINISHED"
+    finally:
+        finish_job_run(run, status=status)
