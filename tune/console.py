@@ -79,6 +79,10 @@ class SweepConsole(Callback):
             )
         return "\n".join(rows)
 
+    def ended_trials(self) -> list[str]:
+        """Ids of the trials that ran to their end (completed, stopped early or failed)."""
+        return [t.trial_id for t in self.trials if t.status in ("TERMINATED", "ERROR")]
+
     @property
     def interrupted(self) -> bool:
         """Whether some trial had not ended when `Tuner.fit` returned (Ctrl-C)."""

@@ -9,6 +9,7 @@ choice, for the report tags of the registered version.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from tune import plots
 from tune.plots import STOPPED, TrialRecord
 from tune.spec import STUDENT_KEY, SweepConfig
 from tune.teachers import SweepTeacher
-from tune.trial import trial_job_id
+from tune.trial import trial_job_id, trial_run_name
 
 COMPLETED = "TERMINATED"
 ERROR = "ERROR"
@@ -31,7 +32,6 @@ def trial_records(
     grid: Any,
     spec: SweepConfig,
     *,
-    parent: JobRun,
     max_rounds: int,
     costs: dict[str, tuple[float, float]],
 ) -> list[TrialRecord]:
@@ -44,10 +44,10 @@ def trial_records(
         if frame is not None and metric in frame and "eval_round" in frame:
             rows = frame[["eval_round", metric]].dropna()
             curve = [(int(r), float(v)) for r, v in rows.itertuples(index=False)]
-        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
+        trial_id = (result.metrics or {}).get("trial_id") or _trial_id_of(Path(result.path))
         rounds = max((r for r, _ in curve), default=0)
         status = ERROR if result.error else COMPLETED if rounds >= max_rounds else STOPPED
-        params = {key: result.config.get(key) for key in spec.searched_keys()}
+        params = {key: (result.config or {}).get(key) for key in spec.searched_keys()}
         params_m, latency = costs.get(str(params.get(STUDENT_KEY)), (None, None))
         records.append(
             TrialRecord(
@@ -62,6 +62,13 @@ def trial_records(
             )
         )
     return sorted(records, key=lambda r: r.trial_id)
+
+
+def _trial_id_of(trial_dir: Path) -> str:
+    """The trial id in a Tune trial folder name (`run_trial_<id>_<index>_<params>_<time>`), for a
+    trial that never reported (no `trial_id` in its metrics)."""
+    match = re.search(r"_([0-9a-f]{5}_\d{5})_", trial_dir.name)
+    return match.group(1) if match else trial_dir.name
 
 
 def run_statuses(records: list[TrialRecord], sweep: str) -> dict[str, str]:
@@ -162,24 +169,23 @@ def write_outputs(
 
 
 def best_experiment(
-    base: ExperimentConfig, best: TrialRecord, spec: SweepConfig, teacher: Path
+    base: ExperimentConfig, best: TrialRecord, spec: SweepConfig, teacher: SweepTeacher | None
 ) -> ExperimentConfig:
     """The best trial as a standalone experiment: its drawn values, the sweep's teacher."""
-    return with_values(
-        base,
-        {
-            **best.params,
-            "name": f"{spec.name}-best",
-            "distill.teacher": str(teacher),
-            "train.storage": None,
-        },
-    )
+    values = {**best.params, "name": f"{spec.name}-best", "train.storage": None}
+    if teacher is not None:
+        values["distill.teacher"] = str(teacher.path)
+    return with_values(base, values)
 
 
 def write_best_config(
-    base: ExperimentConfig, best: TrialRecord, spec: SweepConfig, teacher: Path, path: Path
+    base: ExperimentConfig,
+    best: TrialRecord,
+    spec: SweepConfig,
+    teacher: SweepTeacher | None,
+    path: Path,
 ) -> Path:
-    """`best.yaml`, which `depthkd distill --config` accepts as it is."""
+    """`best.yaml`, which `depthkd distill --config` (or `cross-distill`) accepts as it is."""
     save_config(best_experiment(base, best, spec, teacher), path)
     return path
 
@@ -190,7 +196,7 @@ def register_best(
     base: ExperimentConfig,
     shards: Path,
     profile: Any,
-    teacher: SweepTeacher,
+    teacher: SweepTeacher | None,
     directory: Path,
     *,
     parent: JobRun,
@@ -210,7 +216,7 @@ def register_best(
     if child is None:
         raise LookupError(f"no MLflow run for trial {best.trial_id} (job {job_id})")
     run = JobRun(parent.tracking_uri, parent.experiment_id, child["run_id"], resumed=True)
-    export = latest_export(directory / "train", f"train-{best.trial_id}", "student")
+    export = latest_export(base.train.storage, trial_run_name(best.trial_id), "student")
     if export is None:
         raise LookupError(f"trial {best.trial_id} completed but left no exported student")
     model = load_model(export)
@@ -223,7 +229,7 @@ def register_best(
             f"best student on {test} ({profile.protocol}, {sums.n_images} images, report only): "
             + ", ".join(f"{k} {test_metrics[k]:.4f}" for k in ("abs_rel", "rmse", "d1"))
         )
-    val_metrics = latest_metrics(run, prefix=f"distill/{val}/")
+    val_metrics = latest_metrics(run, prefix=f"{spec.stage}/{val}/")
     uri = model_registry.log_depth_model(run, model, name="student")
     name = base.tracking.student_model
     version = model_registry.register_model(
@@ -237,8 +243,8 @@ def register_best(
             "selection_split": val,
             "report_split": test if test_metrics else "none",
             "protocol": profile.protocol,
-            "teacher": teacher.version,
-            "stage": "distill",
+            "teacher": teacher.version if teacher else "none (cross-distillation)",
+            "stage": spec.stage,
             "job": job_id,
             **{f"{val}/{k}": f"{v:.6g}" for k, v in val_metrics.items()},
             **{f"{test}/{k}": f"{v:.6g}" for k, v in test_metrics.items()},

@@ -89,7 +89,7 @@ def build_tuner(
             metric=spec.metric.name,
             mode=spec.metric.mode,
             search_alg=searcher(spec, concurrency),
-            scheduler=scheduler(spec, rounds_per_trial(base)),
+            scheduler=scheduler(spec, rounds_per_trial(spec, base)),
             num_samples=spec.num_samples,
             time_budget_s=spec.time_budget_s,
         ),

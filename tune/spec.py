@@ -26,11 +26,16 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from kdplatform.config.schema import StrictModel
+from kdplatform.eval.metrics import METRIC_NAMES
 
-# Keys a trial may not change: one acclimated teacher serves every trial of a sweep, and the
-# attentive-KD features of that teacher are shaped for one student encoder.
 STUDENT_KEY = "model.student.name"
-_SHARED_PREFIXES = ("acclimate.", "model.teacher.", "model.max_depth", "data.shards", "name")
+# What a trial may change: its stage's objective, loss settings and optimizer, the augmentation,
+# the seed and the student backbone. Everything else is shared by every trial (the data and its
+# splits, the teacher and its acclimation, the budget in evaluation rounds that ASHA counts in,
+# the tracking) or would change what the metric means.
+_SEARCHABLE_SECTIONS = ("losses", "loss", "optim")
+_SEARCHABLE_SHARED = ("data.augment.",)
+_SEARCHABLE_KEYS = ("seed", STUDENT_KEY)
 
 
 class Uniform(StrictModel):
@@ -95,6 +100,14 @@ class MetricSpec(StrictModel):
     name: str = Field("val/abs_rel", pattern=r"^[A-Za-z0-9_]+/[A-Za-z0-9_]+$")
     mode: Literal["min", "max"] = "min"
 
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        metric = value.split("/", 1)[1]
+        if metric not in METRIC_NAMES:
+            raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRIC_NAMES)}")
+        return value
+
     @property
     def split(self) -> str:
         return self.name.split("/", 1)[0]
@@ -134,6 +147,9 @@ class SweepConfig(StrictModel):
     """One sweep, one file."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="sweep id; reuse resumes")
+    stage: Literal["distill", "cross_distill"] = Field(
+        "distill", description="what each trial trains (cross_distill needs no teacher)"
+    )
     base: BaseExperiment = BaseExperiment()
     space: dict[str, Distribution] = Field(min_length=1)
     metric: MetricSpec = MetricSpec()
@@ -147,18 +163,18 @@ class SweepConfig(StrictModel):
     resources: TrialResources = TrialResources()
     register_best: bool = Field(True, description="register the best student as challenger")
 
-    @field_validator("space")
-    @classmethod
-    def _shared_keys(cls, space: dict[str, Any]) -> dict[str, Any]:
-        for key in space:
-            if key.startswith(_SHARED_PREFIXES) or (
-                key.startswith("model.") and key != STUDENT_KEY
-            ):
+    @model_validator(mode="after")
+    def _searchable_keys(self) -> SweepConfig:
+        sections = tuple(f"{self.stage}.{section}." for section in _SEARCHABLE_SECTIONS)
+        for key in self.space:
+            if not (key in _SEARCHABLE_KEYS or key.startswith(sections + _SEARCHABLE_SHARED)):
                 raise ValueError(
-                    f"{key!r} cannot be searched: the teacher, its acclimation and the data are "
-                    f"shared by every trial (model keys: only {STUDENT_KEY})"
+                    f"space: {key!r} cannot be searched in a {self.stage} sweep; searchable: "
+                    f"{', '.join(s + '*' for s in sections + _SEARCHABLE_SHARED)}, "
+                    f"{', '.join(_SEARCHABLE_KEYS)} (the data, the teacher, the step budget "
+                    "and the tracking are shared by every trial)"
                 )
-        return space
+        return self
 
     @model_validator(mode="after")
     def _searcher_fits_space(self) -> SweepConfig:

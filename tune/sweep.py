@@ -12,6 +12,7 @@ and keep their MLflow runs; unfinished ones continue from their own checkpoints.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kdplatform import atomic
 from kdplatform.config.loader import dump_config, load_config, save_config, with_values
 from kdplatform.config.schema import ExperimentConfig, depthkd_home
 from kdplatform.errors import ConfigError
@@ -27,6 +29,8 @@ from kdplatform.tracking.server import local_tracking_server
 from tune.spec import STUDENT_KEY, SweepConfig
 
 Log = Callable[[str], None]
+IDENTITY_FILE = "identity.json"
+REGISTERED_FILE = "registered.json"
 
 
 @dataclass
@@ -93,10 +97,53 @@ def base_experiment(spec: SweepConfig) -> ExperimentConfig:
             f"{base.data.eval_split!r} (data.eval_split), so the metric must be "
             f"{base.data.eval_split}/<metric>"
         )
+    if spec.stage == "distill" and base.distill.teacher and STUDENT_KEY in spec.space:
+        raise ConfigError(
+            f"the base names one teacher (distill.teacher={base.distill.teacher!r}) but the "
+            f"sweep searches {STUDENT_KEY}: a teacher is acclimated for one student encoder",
+            hint="drop distill.teacher (one teacher is then acclimated per student)",
+        )
     for key, dist in spec.space.items():
         for value in _extremes(dist):
             with_values(base, {key: value})
     return base
+
+
+def check_identity(spec: SweepConfig, base: ExperimentConfig, directory: Path) -> None:
+    """Remembers what the sweep is on its first run; a later run (a resume) must be the same
+    sweep: Tune restores its own search space, scheduler and budget, so a changed file would mix
+    old trials with new settings.
+
+    Raises:
+        ConfigError: the sweep file or its base experiment changed since the first run.
+    """
+    identity = {
+        "sweep": spec.model_dump(mode="json", exclude={"register_best"}),
+        "base": base.model_dump(mode="json"),
+    }
+    path = directory / IDENTITY_FILE
+    if not path.is_file():
+        atomic.write_json(path, identity)
+        return
+    before = json.loads(path.read_text())
+    changed = sorted(
+        key
+        for part in identity
+        for key in _flat(identity[part], part) ^ _flat(before.get(part, {}), part)
+    )
+    if changed:
+        keys = sorted({key.split("=", 1)[0] for key in changed})
+        raise ConfigError(
+            f"sweep {spec.name!r} was started with other settings ({', '.join(keys[:8])}); "
+            "a rerun resumes it exactly as it was",
+            hint=f"give the changed sweep a new name, or delete {directory} to start over",
+        )
+
+
+def _flat(data: Any, prefix: str) -> set[str]:
+    if isinstance(data, dict):
+        return {item for k, v in data.items() for item in _flat(v, f"{prefix}.{k}")}
+    return {f"{prefix}={json.dumps(data, sort_keys=True)}"}
 
 
 def _extremes(dist: Any) -> list[Any]:
@@ -116,127 +163,170 @@ def student_names(spec: SweepConfig, base: ExperimentConfig) -> list[str]:
 
 def run_sweep(spec: SweepConfig, *, log: Log = print, progress: bool = True) -> SweepOutcome:
     """Runs (or resumes) the sweep to the end; see the module docstring for the order."""
-    from ray import tune
-
-    from kdplatform.tracking.logger import RunLogger
-    from kdplatform.tracking.runs import end_running_children, finish_job_run, open_job_run
+    from kdplatform.tracking.runs import ensure_job_experiment, finish_job_run, open_job_run
     from kdplatform.train.jobs import resolve_shards
     from kdplatform.train.launcher import ensure_ray
     from kdplatform.train.profile import data_profile
-    from tune import results as sweep_results
-    from tune.console import SweepConsole
-    from tune.space import build_tuner
-    from tune.teachers import ensure_teachers, student_costs
-    from tune.trial import TrialContext, run_trial
+    from tune.trial import SWEEP_TAG
 
     started = time.perf_counter()
     base = base_experiment(spec)
-    students = student_names(spec, base)
     directory = sweep_dir(spec.name)
     directory.mkdir(parents=True, exist_ok=True)
+    check_identity(spec, base, directory)
     save_config(spec, directory / "sweep.yaml")
     shards = resolve_shards(base, progress=progress)
     profile = data_profile(base, shards)
-    costs = student_costs(base, students) if STUDENT_KEY in spec.space else {}
     log(
-        f"sweep {spec.name!r}: {len(spec.space)} searched keys, {spec.num_samples} samples, "
-        f"metric {spec.metric.name} ({spec.metric.mode}, {profile.protocol})"
+        f"sweep {spec.name!r}: {spec.stage}, {len(spec.space)} searched keys, "
+        f"{spec.num_samples} samples, metric {spec.metric.name} ({spec.metric.mode}, "
+        f"{profile.protocol})"
     )
     log(f"ray: {ensure_ray(log_to_driver=False)}")
     outcome = SweepOutcome(name=spec.name, directory=directory)
+    ensure_job_experiment(base.tracking.experiment)  # before the server: local artifact root
     with local_tracking_server(depthkd_home(), log_file=directory / "mlflow-server.log") as uri:
         outcome.tracking_uri = uri
         log(f"mlflow: {uri}")
         parent = open_job_run(
             experiment=base.tracking.experiment,
             job_id=f"sweep-{spec.name}",
-            tags={"depthkd.job": "sweep", "depthkd.sweep": spec.name},
+            tags={"depthkd.job": "sweep", SWEEP_TAG: spec.name},
         )
         outcome.parent_run_id = parent.run_id
-        with RunLogger(parent, system_metrics_interval=None) as parent_log:
-            parent_log.log_text(dump_config(spec), "sweep.yaml")
-            parent_log.log_params(
-                {
-                    "space": {k: d.model_dump() for k, d in spec.space.items()},
-                    "metric": spec.metric.name,
-                }
+        try:
+            _run(spec, base, shards, profile, parent, outcome, log=log, progress=progress)
+        except BaseException as exc:  # the parent run never stays RUNNING
+            finish_job_run(
+                parent, status="KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
             )
-        teachers = ensure_teachers(spec.name, base, students, directory, log=log, progress=progress)
-        concurrency = max_concurrent_trials(spec)
-        log(f"trials: up to {concurrency} at once, each {spec.resources.cpus:g} CPU")
-        context = TrialContext(
-            sweep=spec.name,
-            base=base.model_dump(mode="json"),
-            shards=str(shards),
-            profile=profile.to_dict(),
-            teachers={name: str(t.path) for name, t in teachers.items()},
-            tracking_uri=uri,
-            parent_run_id=parent.run_id,
-            trial_root=str(directory / "trials"),
-            metric=spec.metric.name,
-        )
-        console = SweepConsole(spec.metric.name, spec.searched_keys())
-        trainable = tune.with_resources(
-            tune.with_parameters(run_trial, context=context.to_dict()),
-            {"CPU": spec.resources.driver_cpus},
-        )
-        tuner, restored = build_tuner(
-            spec, base, trainable, storage=directory, concurrency=concurrency, callbacks=[console]
-        )
-        log("resuming the sweep: finished trials are kept" if restored else "starting trials")
-        grid = tuner.fit()
-        outcome.interrupted = console.interrupted
-        if outcome.interrupted:
-            log(f"sweep interrupted; run the same command again to resume ({directory})")
-            finish_job_run(parent, status="KILLED")
-            outcome.seconds = time.perf_counter() - started
-            return outcome
-        max_rounds = rounds_per_trial(base)
-        outcome.records = sweep_results.trial_records(
-            grid, spec, parent=parent, max_rounds=max_rounds, costs=costs
-        )
-        # Tune ends a trial's process at its last report (or when ASHA stops it): its run stays
-        # RUNNING until the driver ends it
-        end_running_children(parent, sweep_results.run_statuses(outcome.records, spec.name))
-        log(sweep_results.format_table(outcome.records, spec))
-        sweep_results.write_outputs(
-            outcome.records, spec, directory, parent=parent, max_rounds=max_rounds, log=log
-        )
-        outcome.best = sweep_results.best_record(outcome.records, spec.metric.mode)
-        if outcome.best is not None:
-            teacher = teachers[_student_of(outcome.best, base)]
-            outcome.best_config = sweep_results.write_best_config(
-                base, outcome.best, spec, teacher.path, directory / "best.yaml"
-            )
-            log(
-                f"best trial {outcome.best.trial_id}: {spec.metric.name} "
-                f"{outcome.best.metric:.4f}; config {outcome.best_config}"
-            )
-            if spec.register_best and base.tracking.register_models:
-                outcome.registered = sweep_results.register_best(
-                    outcome.best,
-                    spec,
-                    base,
-                    shards,
-                    profile,
-                    teacher,
-                    directory,
-                    parent=parent,
-                    log=log,
-                )
-        finish_job_run(parent, status="FINISHED")
+            raise
+        finish_job_run(parent, status="KILLED" if outcome.interrupted else "FINISHED")
     outcome.seconds = time.perf_counter() - started
-    log(f"sweep done in {outcome.seconds:.0f} s; results in {directory}")
+    if outcome.interrupted:
+        log(f"sweep interrupted; run the same command again to resume ({directory})")
+    else:
+        log(f"sweep done in {outcome.seconds:.0f} s; results in {directory}")
     return outcome
+
+
+def _run(
+    spec: SweepConfig,
+    base: ExperimentConfig,
+    shards: Path,
+    profile: Any,
+    parent: Any,
+    outcome: SweepOutcome,
+    *,
+    log: Log,
+    progress: bool,
+) -> None:
+    """The sweep inside its parent run: teachers, trials, results, registration."""
+    from ray import tune
+
+    from kdplatform.tracking.logger import RunLogger
+    from kdplatform.tracking.runs import end_running_children
+    from tune import results as sweep_results
+    from tune.console import SweepConsole
+    from tune.space import build_tuner
+    from tune.teachers import ensure_teachers, student_costs
+    from tune.trial import TrialContext, run_trial, trial_job_id
+
+    directory = outcome.directory
+    students = student_names(spec, base)
+    costs = student_costs(base, students, shards, profile) if STUDENT_KEY in spec.space else {}
+    with RunLogger(parent, system_metrics_interval=None) as parent_log:
+        parent_log.log_text(dump_config(spec), "sweep.yaml")
+        parent_log.log_params(
+            {
+                "space": {k: d.model_dump() for k, d in spec.space.items()},
+                "metric": spec.metric.name,
+                "stage": spec.stage,
+            }
+        )
+    teachers = {}
+    if spec.stage == "distill":
+        teachers = ensure_teachers(spec.name, base, students, directory, log=log, progress=progress)
+    concurrency = max_concurrent_trials(spec)
+    log(f"trials: up to {concurrency} at once, each {spec.resources.cpus:g} CPU")
+    context = TrialContext(
+        sweep=spec.name,
+        stage=spec.stage,
+        base=base.model_dump(mode="json"),
+        shards=str(shards),
+        profile=profile.to_dict(),
+        teachers={name: str(t.path) for name, t in teachers.items()},
+        tracking_uri=outcome.tracking_uri,
+        parent_run_id=parent.run_id,
+        trial_root=str(directory / "trials"),
+        metric=spec.metric.name,
+    )
+    console = SweepConsole(spec.metric.name, spec.searched_keys())
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, context=context.to_dict()),
+        {"CPU": spec.resources.driver_cpus},
+    )
+    tuner, restored = build_tuner(
+        spec, base, trainable, storage=directory, concurrency=concurrency, callbacks=[console]
+    )
+    log("resuming the sweep: finished trials are kept" if restored else "starting trials")
+    grid = tuner.fit()
+    max_rounds = rounds_per_trial(spec, base)
+    outcome.records = sweep_results.trial_records(grid, spec, max_rounds=max_rounds, costs=costs)
+    # Tune ends a trial's process at its last report (or when ASHA stops it): its run stays
+    # RUNNING until the driver ends it; runs of unfinished trials stay open for the resume
+    statuses = sweep_results.run_statuses(outcome.records, spec.name)
+    ended = {trial_job_id(spec.name, t) for t in console.ended_trials()}
+    end_running_children(parent, {k: v for k, v in statuses.items() if k in ended})
+    outcome.interrupted = console.interrupted
+    if outcome.interrupted:
+        return
+    log(sweep_results.format_table(outcome.records, spec))
+    sweep_results.write_outputs(
+        outcome.records, spec, directory, parent=parent, max_rounds=max_rounds, log=log
+    )
+    outcome.best = sweep_results.best_record(outcome.records, spec.metric.mode)
+    if outcome.best is None:
+        log("no trial completed: nothing to register")
+        return
+    teacher = teachers.get(_student_of(outcome.best, base))
+    outcome.best_config = sweep_results.write_best_config(
+        base, outcome.best, spec, teacher, directory / "best.yaml"
+    )
+    log(
+        f"best trial {outcome.best.trial_id}: {spec.metric.name} {outcome.best.metric:.4f}; "
+        f"config {outcome.best_config}"
+    )
+    if not (spec.register_best and base.tracking.register_models):
+        return
+    marker = directory / REGISTERED_FILE
+    done = json.loads(marker.read_text()) if marker.is_file() else {}
+    if done.get("trial") == outcome.best.trial_id:  # a rerun of a finished sweep
+        outcome.registered = done["version"]
+        log(f"already registered: {outcome.registered}")
+        return
+    outcome.registered = sweep_results.register_best(
+        outcome.best,
+        spec,
+        base,
+        shards,
+        profile,
+        teacher,
+        directory,
+        parent=parent,
+        log=log,
+    )
+    atomic.write_json(marker, {"trial": outcome.best.trial_id, "version": outcome.registered})
 
 
 def _student_of(record: Any, base: ExperimentConfig) -> str:
     return str(record.params.get(STUDENT_KEY, base.model.student.name))
 
 
-def rounds_per_trial(base: ExperimentConfig) -> int:
+def rounds_per_trial(spec: SweepConfig, base: ExperimentConfig) -> int:
     """Evaluation rounds of a trial that runs to the full budget (ASHA's max_t)."""
-    return math.ceil(base.distill.steps / base.train.eval_every)
+    steps = getattr(base, spec.stage).steps
+    return math.ceil(steps / base.train.eval_every)
 
 
 def max_concurrent_trials(spec: SweepConfig) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 from kdplatform import atomic
 from kdplatform.config.loader import with_values
 from kdplatform.config.schema import ExperimentConfig
+from kdplatform.train.profile import DataProfile
 
 TEACHERS_FILE = "teachers.json"
 
@@ -66,7 +67,12 @@ def ensure_teachers(
 
 
 def student_costs(
-    base: ExperimentConfig, students: list[str], *, repeats: int = 5
+    base: ExperimentConfig,
+    students: list[str],
+    shards: Path,
+    profile: DataProfile,
+    *,
+    repeats: int = 5,
 ) -> dict[str, tuple[float, float]]:
     """`{student: (params in millions, median CPU latency in ms)}` at the eval frame size,
     measured on the driver, interleaved, so trials running side by side do not skew it. Also
@@ -76,21 +82,22 @@ def student_costs(
     from kdplatform.bench.models import count_params, median_latencies_ms
     from models.zoo import build_student
 
-    height, width = frame_size(base)
+    height, width = frame_size(base, shards)
     image = torch.rand(1, 3, height, width)
     models = {}
     for name in students:
         student_cfg = base.model.student.model_copy(update={"name": name})
-        models[name] = build_student(student_cfg, max_depth=base.model.max_depth or 10.0).eval()
+        models[name] = build_student(student_cfg, max_depth=profile.max_depth).eval()
     runs = {name: (lambda m=model: m(image)) for name, model in models.items()}
     with torch.inference_mode():
         latency = median_latencies_ms(runs, repeats=repeats, warmup=1)
     return {name: (count_params(models[name]) / 1e6, latency[name]) for name in students}
 
 
-def frame_size(base: ExperimentConfig) -> tuple[int, int]:
-    """The frame size students are evaluated at: the train crop, else the synthetic frames."""
-    if base.data.augment.crop is not None:
-        return tuple(base.data.augment.crop)  # type: ignore[return-value]
-    synth = base.data.synthetic
-    return synth.height or 240, synth.width or 320
+def frame_size(base: ExperimentConfig, shards: Path) -> tuple[int, int]:
+    """The size students are evaluated at: that of the first val frame as the loader gives it."""
+    from kdplatform.data.loader import eval_loader
+
+    batch = next(iter(eval_loader(shards, base.data.eval_split, base.data)))
+    height, width = batch["image"].shape[-2:]
+    return int(height), int(width)

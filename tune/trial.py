@@ -1,5 +1,6 @@
-"""One sweep trial: a Tune function trainable that builds and fits the distill stage's
-`TorchTrainer` (the Ray 2.60 pattern: `Tuner(trainer)` is gone) and forwards its evaluations.
+"""One sweep trial: a Tune function trainable that builds and fits its stage's (distill or
+cross_distill) `TorchTrainer` (the Ray 2.60 pattern: `Tuner(trainer)` is gone) and forwards its
+evaluations.
 
 The trial's training run is the nested MLflow child of the sweep's parent run, found again by its
 job id when a restored sweep continues the trial; its Ray Train run (`train-<trial id>`) resumes
@@ -31,10 +32,11 @@ class TrialContext:
     """What every trial shares, resolved once on the sweep driver (plain data for Ray)."""
 
     sweep: str
+    stage: str  # distill | cross_distill
     base: dict[str, Any]  # the base experiment, `model_dump(mode="json")`
     shards: str
     profile: dict[str, Any]
-    teachers: dict[str, str]  # student name → acclimated teacher checkpoint
+    teachers: dict[str, str]  # student name → acclimated teacher checkpoint (distill only)
     tracking_uri: str
     parent_run_id: str
     trial_root: str  # trial exports under <trial_root>/<trial id>
@@ -47,6 +49,11 @@ class TrialContext:
 def trial_job_id(sweep: str, trial_id: str) -> str:
     """The job id of a trial: its MLflow run key and its experiment `name`."""
     return f"{sweep}-{trial_id}"
+
+
+def trial_run_name(trial_id: str) -> str:
+    """The Ray Train run of a trial (in `train.storage`): the resume key of its checkpoints."""
+    return f"train-{trial_id}"
 
 
 def trial_config(base: ExperimentConfig, draw: dict[str, Any], *, name: str) -> ExperimentConfig:
@@ -81,22 +88,21 @@ def run_trial(draw: dict[str, Any], *, context: dict[str, Any]) -> None:
     run = open_job_run(
         experiment=cfg.tracking.experiment,
         job_id=cfg.name,
-        tags={SWEEP_TAG: ctx.sweep, TRIAL_TAG: trial_id, "depthkd.job": "distill"},
+        tags={SWEEP_TAG: ctx.sweep, TRIAL_TAG: trial_id, "depthkd.job": ctx.stage},
         parent_run_id=ctx.parent_run_id,
     )
-    status = "FAILED"
-    try:
-        run_stage(
-            cfg,
-            "distill",
-            shards=Path(ctx.shards),
-            profile=DataProfile(**ctx.profile),
-            run=run,
-            teacher=Path(ctx.teachers[cfg.model.student.name]),
-            out_dir=Path(ctx.trial_root) / trial_id,
-            run_name=f"train-{trial_id}",
-            callbacks=[EvaluationReports(ctx.metric)],
-        )
-        status = "FINISHED"
-    finally:
-        finish_job_run(run, status=status)
+    teacher = ctx.teachers.get(cfg.model.student.name)
+    run_stage(
+        cfg,
+        ctx.stage,
+        shards=Path(ctx.shards),
+        profile=DataProfile(**ctx.profile),
+        run=run,
+        teacher=Path(teacher) if teacher else None,
+        out_dir=Path(ctx.trial_root) / trial_id,
+        run_name=trial_run_name(trial_id),
+        callbacks=[EvaluationReports(ctx.metric)],
+    )
+    # reached only when Tune lets the trial return; the driver ends the runs of trials that Tune
+    # stopped (KILLED) or that failed (FAILED), which it tells apart and a trial cannot
+    finish_job_run(run, status="FINISHED")

@@ -1,8 +1,11 @@
-"""`depthkd bench loader|train|kd`: benchmarks whose figures go into closing notes.
+"""`depthkd bench loader|train|kd|asha|trial-overhead`: benchmarks whose figures go into closing
+notes.
 
 * `loader`: shard loader vs per-file baseline, plus `data prepare` time.
 * `train`: platform overhead, the distill step in a plain PyTorch loop vs through Ray Train.
 * `kd`: the same student with and without distillation on one config, through the real jobs.
+* `asha`: the same sweep configurations under ASHA and at the full budget, back to back.
+* `trial-overhead`: one sweep trial against the same job run alone.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ import argparse
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from kdplatform import atomic
 from kdplatform.cli.config import DEFAULT_CONFIG
@@ -19,6 +24,7 @@ from kdplatform.config.schema import default_workers, depthkd_home
 from kdplatform.errors import ConfigError
 
 BENCH_KD_CONFIG = DEFAULT_CONFIG.with_name("bench_kd.yaml")
+BENCH_SWEEP_CONFIG = DEFAULT_CONFIG.with_name("sweep_bench.yaml")
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -54,6 +60,35 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     loader.set_defaults(run=run_loader)
     _add_train_parser(sub)
     _add_kd_parser(sub)
+    _add_sweep_parsers(sub)
+
+
+def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
+    for name, help_text, run in (
+        (
+            "asha",
+            "ASHA vs full budget on the same sweep configurations (trial rounds, best val)",
+            run_asha,
+        ),
+        (
+            "trial-overhead",
+            "wall time of one sweep trial vs the same job run alone",
+            run_trial_overhead,
+        ),
+    ):
+        parser = sub.add_parser(name, help=help_text, description=help_text)
+        parser.add_argument(
+            "--config",
+            type=Path,
+            default=BENCH_SWEEP_CONFIG,
+            help="sweep YAML (default: configs/sweep_bench.yaml)",
+        )
+        parser.add_argument(
+            "overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the sweep"
+        )
+        parser.add_argument("--tag", help="sweep-name suffix (default: the start time)")
+        parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+        parser.set_defaults(run=run)
 
 
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
@@ -216,4 +251,43 @@ def run_kd(args: argparse.Namespace) -> int:
     )
     if args.json:
         atomic.write_json(args.json, result.to_dict())
+    return 0
+
+
+def _sweep_benchmark(args: argparse.Namespace, benchmark: Callable) -> Any:
+    """Runs `benchmark(spec, tag=...)` on the sweep of `args`; writes `--json` if asked."""
+    from tune.sweep import load_sweep
+
+    tag = args.tag or time.strftime("%Y%m%d-%H%M%S")
+    result = benchmark(load_sweep(args.config, args.overrides), tag=tag)
+    if args.json:
+        atomic.write_json(args.json, result.to_dict())
+    return result
+
+
+def run_asha(args: argparse.Namespace) -> int:
+    from tune.bench import run_asha_benchmark
+
+    result = _sweep_benchmark(args, run_asha_benchmark)
+    print(f"\nASHA run ({result.configurations} configurations):\n{result.asha_table}")
+    print(f"\nfull-budget run (the same configurations):\n{result.full_table}")
+    print(
+        f"\ntrial rounds: ASHA {result.asha_rounds}, full {result.full_rounds} "
+        f"(ratio {result.budget_ratio:.2f}; {result.max_rounds} rounds per full trial)\n"
+        f"best {result.metric}: ASHA {result.asha_best:.4f}, full {result.full_best:.4f} "
+        f"({100 * result.best_gap:+.1f} %)\n"
+        f"wall time: ASHA {result.seconds['asha']:.0f} s, full {result.seconds['full']:.0f} s"
+    )
+    return 0
+
+
+def run_trial_overhead(args: argparse.Namespace) -> int:
+    from tune.bench import run_overhead_benchmark
+
+    result = _sweep_benchmark(args, run_overhead_benchmark)
+    alone = ", ".join(f"{s:.1f}" for s in result.alone_seconds)
+    print(
+        f"\none-trial sweep {result.sweep_seconds:.1f} s; the same job alone {alone} s; "
+        f"overhead {100 * result.overhead:+.1f} %"
+    )
     return 0

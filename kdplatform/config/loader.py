@@ -183,6 +183,8 @@ def _describe(
             close = difflib.get_close_matches(loc[-1], known, n=1)
             did_you_mean = f" (did you mean {close[0]!r}?)" if close else ""
             messages.append(f"{origin}unknown key {key!r}{did_you_mean}")
+        elif not loc:  # a check across sections: its message names the keys
+            messages.append(f"{origin}{err['msg'].removeprefix('Value error, ')}")
         else:
             messages.append(f"{origin}{key}: {err['msg']} (got {err.get('input')!r})")
     return "invalid config: " + "; ".join(messages)

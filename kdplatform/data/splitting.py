@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numbers
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +73,8 @@ def group_of(line: SplitLine, group_by: GroupBy) -> str:
         raise DataError(
             f"{line.where}: cannot tell the scene of {rgb!r} (expected <scene>/rgb_XXXXX.jpg)"
         )
-    return parts[0]
+    # kitchen_0028a and kitchen_0028b are two recordings of one scene: one group
+    return re.sub(r"(?<=\d)[a-z]$", "", parts[0])
 
 
 def split_by_group(

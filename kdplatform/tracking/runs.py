@@ -75,6 +75,19 @@ class JobRun:
         )
 
 
+def ensure_job_experiment(experiment: str, *, home: Path | None = None) -> str:
+    """The id of `experiment` in the current store, created if missing.
+
+    On the local default store its artifacts go to `artifact_root(home)`. Create the experiment
+    this way before putting a local server in front of the store (a sweep): an experiment created
+    through the server would get proxied `mlflow-artifacts:` locations that the plain SQLite store
+    cannot resolve later.
+    """
+    uri = tracking_uri(home)
+    root = None if uses_server_artifacts(uri) else artifact_root(home)
+    return ensure_experiment(client_for(uri), experiment, root)
+
+
 def open_job_run(
     *,
     experiment: str,
@@ -105,8 +118,7 @@ def open_job_run(
         )
     uri = tracking_uri(home)
     client = client_for(uri)
-    root = None if uses_server_artifacts(uri) else artifact_root(home)
-    experiment_id = ensure_experiment(client, experiment, root)
+    experiment_id = ensure_job_experiment(experiment, home=home)
     all_tags = {str(k): str(v) for k, v in (tags or {}).items()}
     if parent_run_id is not None:
         all_tags[PARENT_RUN_TAG] = parent_run_id

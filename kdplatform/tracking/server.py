@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kdplatform.errors import DepthKDError
-from kdplatform.tracking.store import ARTIFACT_DIR, tracking_uri
+from kdplatform.tracking.store import ARTIFACT_DIR, tracking_uri, uses_server_artifacts
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 120.0
@@ -48,21 +48,24 @@ def local_tracking_server(home: Path, *, log_file: Path) -> Iterator[str]:
     """Serves the default store of `home` on a free loopback port; yields the `http://` URI.
 
     While the block runs, `$MLFLOW_TRACKING_URI` points at the server (restored afterwards), so
-    everything in this process and in processes started from it logs through it. With the
-    variable already set, yields it unchanged and starts nothing.
+    everything in this process and in processes started from it logs through it. When the
+    tracking URI already names a server (http/https), yields it unchanged and starts nothing; a
+    database URI (`sqlite:///...`) gets the local server in front of it.
 
     Raises:
         DepthKDError: the server did not answer /health in time (its log file is named).
     """
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        yield os.environ["MLFLOW_TRACKING_URI"]
-        return
     store = tracking_uri(home)
+    if uses_server_artifacts(store):  # the user's server: many writers are its job
+        yield store
+        return
     port = _free_port()
     url = f"http://{HOST}:{port}"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     command = [
-        str(Path(sys.executable).parent / "mlflow"),
+        sys.executable,
+        "-m",
+        "mlflow",
         "server",
         "--backend-store-uri",
         store,
@@ -90,7 +93,11 @@ def local_tracking_server(home: Path, *, log_file: Path) -> Iterator[str]:
                 )
             time.sleep(0.5)
         # the URI for this process and its children; MLflow's "View run at <url>" lines off
-        changed = {"MLFLOW_TRACKING_URI": url, "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+        changed = {
+            "MLFLOW_TRACKING_URI": url,
+            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+            "NO_PROXY": ",".join(filter(None, [os.environ.get("NO_PROXY"), HOST])),
+        }
         before = {key: os.environ.get(key) for key in changed}
         os.environ.update(changed)
         try:

@@ -140,7 +140,7 @@ def run_job(ctx: JobContext, *, log: callable = print) -> JobContext:
             ctx.results[stage] = result
             if "teacher" in result.exports:
                 teacher = result.exports["teacher"]
-            if ctx.has_test_split:
+            if ctx.has_test_split and result.exports:
                 ctx.test_metrics[stage] = _test_report(ctx, result, logger, log)
             _register(ctx, result)
         status = "FINISHED"

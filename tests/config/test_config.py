@@ -10,13 +10,25 @@ from kdplatform.config.loader import dump_config, load_config, validate_options
 from kdplatform.config.schema import ExperimentConfig, PrepareConfig
 from kdplatform.errors import ConfigError
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+SHIPPED = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+CONFIGS = [p for p in SHIPPED if not p.name.startswith("sweep_")]
+SWEEPS = [p for p in SHIPPED if p.name.startswith("sweep_")]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_configs_validate(path):
     cfg = load_config(path)
     assert load_config(None, []).model_validate(cfg.model_dump(mode="json")) == cfg
+    assert cfg.data.eval_split == "val" and cfg.data.test_split == "test"
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.name for p in SWEEPS])
+def test_shipped_sweeps_validate_with_their_base(path, tmp_path, monkeypatch):
+    from tune.sweep import base_experiment, load_sweep
+
+    monkeypatch.setenv("DEPTHKD_HOME", str(tmp_path))
+    base = base_experiment(load_sweep(path))  # every searched key checked at its range ends
+    assert base.data.eval_split == "val"
 
 
 def _write(tmp_path, text):

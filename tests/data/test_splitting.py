@@ -22,8 +22,8 @@ NYU_DENSE = Path("splits/aliyun_NeWCRFs/data_splits/nyudepthv2_train_files_with_
 # (list, group_by, lines, groups) as counted in PROVENANCE.md and by hand from the files
 REAL_LISTS = [
     (EIGEN_TRAIN, "drive", 23158, 33),
-    (NYU_TRAIN, "scene", 24231, 284),
-    (NYU_DENSE, "scene", 36253, 284),
+    (NYU_TRAIN, "scene", 24231, 249),  # 284 folders; kitchen_0028a/b are one scene
+    (NYU_DENSE, "scene", 36253, 249),
 ]
 TOLERANCE = 0.01  # |val share − requested share|; greedy fill gets within 0.3 % on these lists
 
@@ -31,7 +31,9 @@ TOLERANCE = 0.01  # |val share − requested share|; greedy fill gets within 0.3
 def group(line: str, group_by: str) -> str:
     """The drive or scene of a line, computed independently of the module under test."""
     parts = line.split()[0].lstrip("/").split("/")
-    return parts[1] if group_by == "drive" else parts[0]
+    if group_by == "drive":
+        return parts[1]
+    return parts[0].rstrip("abcdefghijklmnopqrstuvwxyz")  # recordings a, b, … of one scene
 
 
 def input_lines(path: Path) -> list[str]:
@@ -175,8 +177,26 @@ def test_nyu_list_grouped_by_drive_is_refused(nyu_two_scenes: Path) -> None:
 
 def test_scene_is_the_first_path_component(nyu_two_scenes: Path) -> None:
     result = split_by_group(nyu_two_scenes, val_fraction=0.5, group_by="scene", seed=0)
-    assert result.train_groups | result.val_groups == {"bedroom_0004", "kitchen_0028b"}
+    assert result.train_groups | result.val_groups == {"bedroom_0004", "kitchen_0028"}
     assert len(result.val_groups) == len(result.train_groups) == 1
+
+
+def test_recordings_of_one_scene_stay_together(tmp_path: Path) -> None:
+    path = tmp_path / "nyu.txt"
+    lines = [
+        f"/{scene}/rgb_{i:05d}.jpg /{scene}/sync_depth_{i:05d}.png 518.8579"
+        for i, scene in enumerate(["kitchen_0028a", "kitchen_0028b", "office_0003"] * 4)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    for seed in range(6):
+        result = split_by_group(path, val_fraction=0.3, group_by="scene", seed=seed)
+        train = {line.split("/")[1] for line in result.train}
+        val = {line.split("/")[1] for line in result.val}
+        # kitchen_0028a and kitchen_0028b: both in train or both in val
+        assert {"kitchen_0028a", "kitchen_0028b"} <= train or {
+            "kitchen_0028a",
+            "kitchen_0028b",
+        } <= val
 
 
 def test_fewer_than_two_groups(one_drive: Path) -> None:

@@ -4,12 +4,15 @@ of the same job id that continues the same checkpoint and the same MLflow run.""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
 import pytest
+from ray.train import UserCallback
 
 from kdplatform.train.jobs import prepare_job, run_job
+from kdplatform.train.launcher import run_stage
 from models.serialization import load_model
 from tests.train.helpers import tiny_config
 
@@ -38,7 +41,7 @@ def test_local_mode_distill_end_to_end(embedded_ray, home: Path) -> None:
 
 def test_ddp_worker_failure_resumes_and_driver_resume_continues(embedded_ray, home: Path) -> None:
     train = {"workers": 2, "cpus_per_worker": 1, "max_failures": 1, "fail_at_step": 3}
-    cfg = tiny_config(home, name="ddp", train=train, distill={"steps": 4})
+    cfg = tiny_config(home, name="ddp", train=train, supervised={"steps": 4})
     ctx = run_job(prepare_job(cfg, "supervised", progress=False), log=lambda *_: None)
     result = ctx.results["supervised"]
     assert result.metrics["step"] == 4
@@ -47,8 +50,48 @@ def test_ddp_worker_failure_resumes_and_driver_resume_continues(embedded_ray, ho
     assert _history(ctx, "supervised/train/loss") == [1, 2, 3, 4]
 
     # the same job id again, asked for 6 steps: continues at step 4 in the same MLflow run
-    longer = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"steps": 6})})
+    longer = cfg.model_copy(update={"supervised": cfg.supervised.model_copy(update={"steps": 6})})
     again = run_job(prepare_job(longer, "supervised", progress=False), log=lambda *_: None)
     assert again.run.run_id == ctx.run.run_id and again.run.resumed
     assert again.results["supervised"].metrics["step"] == 6
     assert _history(again, "supervised/train/loss") == [1, 2, 3, 4, 5, 6]
+
+
+class _ReportRecorder(UserCallback):
+    """Appends every report's step and eval_round to a file (callbacks run in Ray's controller)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def after_report(self, run_context, metrics, checkpoint) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps({**metrics[0], "checkpoint": checkpoint is not None}) + "\n")
+
+
+def test_every_evaluation_is_reported_and_eval_round_survives_resume(
+    embedded_ray, home: Path
+) -> None:
+    train = {"workers": 1, "eval_every": 2, "checkpoint_every": 4, "log_every": 2}
+    cfg = tiny_config(home, name="rounds", train=train, supervised={"steps": 6})
+    ctx = prepare_job(cfg, "supervised", progress=False)
+    record = home / "reports.jsonl"
+
+    def run(config):
+        run_stage(
+            config,
+            "supervised",
+            shards=ctx.shards,
+            profile=ctx.profile,
+            run=None,
+            out_dir=home / "out",
+            callbacks=[_ReportRecorder(record)],
+        )
+        reports = [json.loads(line) for line in record.read_text().splitlines()]
+        record.unlink()
+        return [(r["step"], r["eval_round"], "val/abs_rel" in r, r["checkpoint"]) for r in reports]
+
+    # evaluations at 2, 4, 6 reach Ray whether or not a checkpoint is due (checkpoints: 4, 6)
+    assert run(cfg) == [(2, 1, True, False), (4, 2, True, True), (6, 3, True, True)]
+    # resumed at step 6 and asked for 9: rounds continue at 4, the last step is round 5
+    longer = cfg.model_copy(update={"supervised": cfg.supervised.model_copy(update={"steps": 9})})
+    assert run(longer) == [(8, 4, True, True), (9, 5, True, True)]

@@ -1,0 +1,129 @@
+"""The sweep YAML is validated like every config, before Ray starts: typos with file and line,
+keys a trial cannot change, selection on the test split, searchers that do not fit the space."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ray import tune as ray_tune
+
+from kdplatform.errors import ConfigError
+from tune.space import param_space, scheduler
+from tune.sweep import base_experiment, load_sweep, rounds_per_trial
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "configs" / "tiny.yaml"
+
+
+def _sweep(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(f"name: s\nbase:\n  config: {TINY}\n{body}")
+    return path
+
+
+SPACE = "space:\n  distill.losses.response_kd: {type: uniform, low: 0.0, high: 1.0}\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (SPACE + "num_sample: 4\n", r"sweep.yaml:6: unknown key 'num_sample' .*num_samples"),
+        (
+            "space:\n  distill.loss.attention_tau: {type: loguniform, low: 0.0, high: 4}\n",
+            r"loguniform needs low > 0",
+        ),
+        (
+            "space:\n  distill.optim.lr: {type: uniform, low: 0.1, high: 0.01}\n",
+            r"needs low < high",
+        ),
+        ("space:\n  acclimate.steps: {type: choice, values: [1, 2]}\n", r"cannot be searched"),
+        (
+            "space:\n  model.teacher.name: {type: choice, values: [swin_micro]}\n",
+            r"cannot be searched",
+        ),
+        (
+            "space:\n  seed: {type: grid, values: [0, 1]}\nsearcher: {type: optuna}\n",
+            r"'optuna' samples",
+        ),
+        (SPACE + "searcher: {type: grid}\n", r"'grid' needs every key to be a grid or choice"),
+        ("space: {}\n", r"space"),
+        ("space:\n  distill.steps: {type: choice, values: [4, 8]}\n", r"cannot be searched"),
+        (
+            "space:\n  cross_distill.loss.uncertainty_temperature: {type: uniform, low: 0.1, "
+            "high: 0.5}\n",
+            r"cannot be searched in a distill sweep",
+        ),
+        (SPACE + "metric: {name: val/abs_rell}\n", r"unknown metric 'abs_rell'"),
+    ],
+    ids=[
+        "typo",
+        "loguniform",
+        "range",
+        "acclimate",
+        "teacher",
+        "optuna-grid",
+        "grid",
+        "empty",
+        "budget",
+        "other-stage",
+        "metric",
+    ],
+)
+def test_bad_sweep_files_are_config_errors(tmp_path, body: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_sweep(_sweep(tmp_path, body))
+
+
+def test_a_bad_searched_key_or_value_fails_on_the_driver(tmp_path) -> None:
+    bad_key = load_sweep(
+        _sweep(tmp_path, "space:\n  distill.losses.bogus: {type: uniform, low: 0, high: 1}\n")
+    )
+    with pytest.raises(ConfigError, match="unknown loss term 'bogus'"):
+        base_experiment(bad_key)
+    bad_value = load_sweep(
+        _sweep(tmp_path, "space:\n  data.augment.cutflip_p: {type: uniform, low: 0, high: 2}\n")
+    )
+    with pytest.raises(ConfigError, match="cutflip_p"):
+        base_experiment(bad_value)
+
+
+def test_a_sweep_that_selects_on_test_is_refused(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("DEPTHKD_HOME", str(tmp_path / "home"))
+    on_test = load_sweep(_sweep(tmp_path, SPACE + "metric: {name: test/abs_rel}\n"))
+    with pytest.raises(ConfigError, match="sweep metric 'test/abs_rel' is on the test split"):
+        base_experiment(on_test)
+    allowed = on_test.model_copy(
+        update={
+            "base": on_test.base.model_copy(
+                update={"overrides": ["allow_test_selection=true", "data.eval_split=test"]}
+            )
+        }
+    )
+    assert base_experiment(allowed).data.eval_split == "test"
+
+
+def test_space_scheduler_and_trial_resources_follow_the_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("DEPTHKD_HOME", str(tmp_path / "home"))
+    spec = load_sweep(REPO / "configs" / "sweep_tiny.yaml", ["num_samples=2"])
+    assert spec.base.config == TINY  # relative to the sweep file
+    base = base_experiment(spec)
+    assert (base.train.workers, base.train.cpus_per_worker) == (1, 0.9)
+    assert base.train.storage == tmp_path / "home" / "sweeps" / "tiny-sweep" / "train"
+    space = param_space(spec)
+    assert space["distill.optim.lr"] == ray_tune.grid_search([0.003, 0.001, 1e-7, 1e-8])
+    assert isinstance(space["distill.losses.response_kd"], ray_tune.search.sample.Float)
+    asha = scheduler(spec, rounds_per_trial(spec, base))
+    assert (asha._time_attr, asha._max_t) == ("eval_round", 4)  # 8 steps, eval every 2
+    assert spec.resources.cpus == pytest.approx(1.0)  # two trials on a 2-core laptop
+
+
+def test_a_cross_distillation_sweep_searches_the_uncertainty_temperature(tmp_path) -> None:
+    body = (
+        "stage: cross_distill\nspace:\n"
+        "  cross_distill.loss.uncertainty_temperature: {type: loguniform, low: 0.05, high: 1}\n"
+        "  cross_distill.losses.cross_t2s: {type: uniform, low: 0, high: 0.5}\n"
+    )
+    spec = load_sweep(_sweep(tmp_path, body))
+    assert spec.stage == "cross_distill"
+    assert rounds_per_trial(spec, base_experiment(spec)) == 1  # tiny: 4 steps, eval every 4
