@@ -1,1 +1,2 @@
-"""Ray Tune search spaces and the sweep driver (a later issue)."""
+"""Ray Tune sweeps: the sweep spec, its search space, the trial trainable, the driver, its
+results, plots and benchmarks."""

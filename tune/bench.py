@@ -13,8 +13,10 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
-from kdplatform.config.loader import load_config
+from kdplatform.config.loader import with_values
+from kdplatform.errors import ConfigError
 from tune.spec import SweepConfig
 from tune.sweep import SweepOutcome, base_experiment, run_sweep
 
@@ -38,6 +40,8 @@ def _teacher_of(outcome: SweepOutcome) -> str:
     from tune.teachers import TEACHERS_FILE
 
     known = json.loads((outcome.directory / TEACHERS_FILE).read_text())
+    if len(known) != 1:
+        raise ConfigError("the sweep benchmarks share one teacher: do not search the student")
     (entry,) = known.values()
     return entry["path"]
 
@@ -131,6 +135,7 @@ def run_overhead_benchmark(spec: SweepConfig, *, tag: str, log: Log = print) -> 
     one Ray, one teacher (acclimated by a first one-trial sweep that is not timed)."""
     from kdplatform.train.jobs import prepare_job, run_job
     from tune.results import best_experiment
+    from tune.teachers import SweepTeacher
 
     one = {"num_samples": 1, "max_concurrent_trials": 1}
     warm = run_sweep(_named(spec, f"{spec.name}-warm-{tag}", **one), log=log, progress=False)
@@ -139,12 +144,13 @@ def run_overhead_benchmark(spec: SweepConfig, *, tag: str, log: Log = print) -> 
         base_experiment(warm_spec := _named(spec, warm.name, **one)),
         warm.best,
         warm_spec,
-        teacher,
+        SweepTeacher(Path(teacher), "the warm-up sweep's"),
     )
 
     def alone(index: int) -> float:
-        cfg = load_config(None).model_validate(
-            {**best.model_dump(mode="json"), "name": f"{spec.name}-alone{index}-{tag}"}
+        # no registration: the timed sweep registers nothing either
+        cfg = with_values(
+            best, {"name": f"{spec.name}-alone{index}-{tag}", "tracking.register_models": False}
         )
         started = time.perf_counter()
         run_job(prepare_job(cfg, "distill", progress=False), log=log)

@@ -22,14 +22,14 @@ def _short(value: Any) -> str:
 
 class SweepConsole(Callback):
     """Prints trial events and, every `TABLE_EVERY_S`, a table of all trials; also keeps the
-    trials' final states so the driver can tell a finished sweep from an interrupted one.
+    ids of the trials that ended, so the driver knows which runs to end.
 
     It prints (no logger attribute): Tune pickles its callbacks with the sweep state.
     """
 
     def __init__(self, metric: str, keys: list[str]) -> None:
         self.metric, self.keys = metric, keys
-        self.trials: list[Any] = []
+        self._ended: set[str] = set()
         self._last_table = time.monotonic()
 
     @staticmethod
@@ -49,6 +49,7 @@ class SweepConsole(Callback):
             )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended.add(trial.trial_id)
         last = trial.last_result or {}
         value = last.get(self.metric)
         shown = f"{value:.4f}" if isinstance(value, float) else "n/a"
@@ -58,10 +59,10 @@ class SweepConsole(Callback):
         )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended.add(trial.trial_id)
         self.log(f"trial {trial.trial_id} FAILED (see {trial.local_path})")
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        self.trials = list(trials)
         if time.monotonic() - self._last_table >= TABLE_EVERY_S:
             self._last_table = time.monotonic()
             self.log(self.table(trials))
@@ -80,10 +81,6 @@ class SweepConsole(Callback):
         return "\n".join(rows)
 
     def ended_trials(self) -> list[str]:
-        """Ids of the trials that ran to their end (completed, stopped early or failed)."""
-        return [t.trial_id for t in self.trials if t.status in ("TERMINATED", "ERROR")]
-
-    @property
-    def interrupted(self) -> bool:
-        """Whether some trial had not ended when `Tuner.fit` returned (Ctrl-C)."""
-        return any(t.status not in ("TERMINATED", "ERROR") for t in self.trials)
+        """Ids of the trials that ended in this run (completed, stopped early or failed); not
+        those that Ctrl-C stopped, which a resume continues."""
+        return sorted(self._ended)

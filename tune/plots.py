@@ -34,14 +34,16 @@ Mode = Literal["min", "max"]
 Point = tuple[float, float]
 
 
-STOPPED = "STOPPED"
+COMPLETED = "TERMINATED"  # Tune's status of a trial that ran to its end (full budget here)
+STOPPED = "STOPPED"  # ended by the scheduler before the full budget
+ERROR = "ERROR"
 
 _DPI = 150
 _LOG_SPAN = 20.0  # a numeric axis turns logarithmic when its positive values span more than this
 _JITTER = 0.15  # half-width of the horizontal jitter of categorical points, in category units
 _N_TICKS = 5  # tick labels per numeric axis of the parallel-coordinates plot
 _STATUS_STYLES = {  # status -> (marker, colour, legend label)
-    "TERMINATED": ("o", "tab:blue", "completed"),
+    COMPLETED: ("o", "tab:blue", "completed"),
     STOPPED: ("v", "tab:orange", "early-stopped (ASHA)"),
 }
 _OTHER_STYLE = ("s", "tab:grey")  # any other status, labelled by its own name

@@ -18,13 +18,11 @@ from kdplatform.config.schema import ExperimentConfig
 from kdplatform.tracking.logger import RunLogger
 from kdplatform.tracking.runs import JobRun, child_runs, latest_metrics
 from tune import plots
-from tune.plots import STOPPED, TrialRecord
+from tune.plots import COMPLETED, ERROR, STOPPED, TrialRecord
 from tune.spec import STUDENT_KEY, SweepConfig
 from tune.teachers import SweepTeacher
 from tune.trial import trial_job_id, trial_run_name
 
-COMPLETED = "TERMINATED"
-ERROR = "ERROR"
 RESULTS_DIR = "results"
 
 

@@ -3,6 +3,7 @@ the `Tuner` itself, new or restored from the sweep's directory."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,11 @@ def build_tuner(
     from tune.sweep import rounds_per_trial
 
     path = storage / TUNE_DIR
-    if tune.Tuner.can_restore(path):
-        # the restored run keeps its searcher, scheduler and trial states; callbacks are new
+    # a driver stopped before Tune's first state snapshot leaves tuner.pkl alone: start afresh
+    if tune.Tuner.can_restore(path) and any(path.glob("experiment_state-*.json")):
+        # the restored run keeps its searcher and trial states; ASHA's rungs start empty again
+        # (Tune pickles the scheduler as it was created), so resumed trials are compared with
+        # each other only
         tuner = tune.Tuner.restore(
             str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
         )
@@ -98,3 +102,23 @@ def build_tuner(
         ),
     )
     return tuner, False
+
+
+def fit_interruptibly(tuner: tune.Tuner) -> tuple[Any, bool]:
+    """`tuner.fit()`, and whether it returned because of Ctrl-C (SIGINT).
+
+    Tune catches the first SIGINT itself: it saves the sweep's state, stops the trials and
+    returns normally, after putting back the SIGINT handler it found. So the handler installed
+    here is current again after `fit` exactly when Tune's fired. A second Ctrl-C raises
+    KeyboardInterrupt as usual.
+    """
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        grid = tuner.fit()
+        return grid, signal.getsignal(signal.SIGINT) is interrupt
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -228,7 +228,7 @@ def _run(
     from kdplatform.tracking.runs import end_running_children
     from tune import results as sweep_results
     from tune.console import SweepConsole
-    from tune.space import build_tuner
+    from tune.space import build_tuner, fit_interruptibly
     from tune.teachers import ensure_teachers, student_costs
     from tune.trial import TrialContext, run_trial, trial_job_id
 
@@ -270,7 +270,7 @@ def _run(
         spec, base, trainable, storage=directory, concurrency=concurrency, callbacks=[console]
     )
     log("resuming the sweep: finished trials are kept" if restored else "starting trials")
-    grid = tuner.fit()
+    grid, outcome.interrupted = fit_interruptibly(tuner)
     max_rounds = rounds_per_trial(spec, base)
     outcome.records = sweep_results.trial_records(grid, spec, max_rounds=max_rounds, costs=costs)
     # Tune ends a trial's process at its last report (or when ASHA stops it): its run stays
@@ -278,7 +278,6 @@ def _run(
     statuses = sweep_results.run_statuses(outcome.records, spec.name)
     ended = {trial_job_id(spec.name, t) for t in console.ended_trials()}
     end_running_children(parent, {k: v for k, v in statuses.items() if k in ended})
-    outcome.interrupted = console.interrupted
     if outcome.interrupted:
         return
     log(sweep_results.format_table(outcome.records, spec))

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from kdplatform.config.loader import with_values
 from kdplatform.config.schema import ExperimentConfig
 from kdplatform.data.shards import split_entry
 from kdplatform.train.jobs import JobContext, prepare_job, run_job, split_metrics
@@ -89,15 +90,16 @@ def run_kd_benchmark(
     distill = cfg.distill.model_copy(update={"teacher": None, "acclimate_first": True})
     cfg = cfg.model_copy(update={"distill": distill})
     # the baseline: the distilled student's steps and optimizer, its supervised term alone
-    supervised = cfg.supervised.model_copy(
-        update={
-            "steps": cfg.distill.steps,
-            "optim": cfg.distill.optim,
-            "losses": {"silog": cfg.distill.losses.get("silog", 1.0)},
-            "loss": cfg.distill.loss,
-        }
+    distill_section = cfg.distill.model_dump(mode="json")
+    cfg = with_values(
+        cfg,
+        {
+            "supervised.steps": cfg.distill.steps,
+            "supervised.optim": distill_section["optim"],
+            "supervised.losses": {"silog": cfg.distill.losses.get("silog", 1.0)},
+            "supervised.loss": distill_section["loss"],
+        },
     )
-    cfg = cfg.model_copy(update={"supervised": supervised})
     nokd_cfg = cfg.model_copy(update={"name": f"{cfg.name}-nokd-{tag}"})
     kd_cfg = cfg.model_copy(update={"name": f"{cfg.name}-kd-{tag}"})
 

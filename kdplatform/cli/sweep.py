@@ -7,8 +7,9 @@ import argparse
 from pathlib import Path
 
 from kdplatform.cli import EXIT_INTERRUPTED
+from kdplatform.cli.config import DEFAULT_CONFIG
 
-DEFAULT_SWEEP = Path(__file__).resolve().parents[2] / "configs" / "sweep_demo.yaml"
+DEFAULT_SWEEP = DEFAULT_CONFIG.with_name("sweep_demo.yaml")
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:

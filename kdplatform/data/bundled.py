@@ -16,11 +16,11 @@ import json
 from pathlib import Path
 
 from kdplatform.config.schema import DataConfig, PrepareConfig, SynthConfig
-from kdplatform.data.locking import exclusive_lock
 from kdplatform.data.shards import prepare_shards, read_manifest, split_entry, verify_shards
 from kdplatform.data.sources import build_source
 from kdplatform.data.sources.synthetic import write_synthetic
 from kdplatform.errors import DataError
+from kdplatform.locking import exclusive_lock
 
 
 def synthetic_dir(synth: SynthConfig, home: Path) -> Path:

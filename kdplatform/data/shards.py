@@ -31,9 +31,9 @@ from tqdm import tqdm
 from kdplatform import __version__, atomic
 from kdplatform.config.schema import PrepareConfig
 from kdplatform.data import images
-from kdplatform.data.locking import exclusive_lock
 from kdplatform.data.sources.base import EncodedSample, RawSample, Source
 from kdplatform.errors import DataError
+from kdplatform.locking import exclusive_lock
 
 MANIFEST = "manifest.json"
 LOCK_FILE = ".prepare.lock"

@@ -179,12 +179,6 @@ def end_running_children(parent: JobRun, statuses: Mapping[str, RunEndStatus]) -
     return ended
 
 
-def metric_history(run_id: str, key: str, *, uri: str) -> list[tuple[int, float]]:
-    """`[(step, value), ...]` of one metric of a run, in step order."""
-    history = client_for(uri).get_metric_history(run_id, key)
-    return sorted((m.step, m.value) for m in history)
-
-
 def latest_metrics(run: JobRun, *, prefix: str) -> dict[str, float]:
     """The latest value of each metric of `run` whose key starts with `prefix` (prefix removed)."""
     metrics = client_for(run.tracking_uri).get_run(run.run_id).data.metrics

@@ -21,12 +21,13 @@ from kdplatform.data.bundled import ensure_shards
 from kdplatform.data.shards import read_manifest, split_entry
 from kdplatform.errors import ConfigError, DataError
 from kdplatform.eval.runner import evaluate_split
+from kdplatform.locking import exclusive_lock
 from kdplatform.tracking import model_registry
 from kdplatform.tracking.logger import RunLogger
 from kdplatform.tracking.runs import JobRun, finish_job_run, open_job_run
 from kdplatform.train.launcher import StageResult, ensure_ray, run_stage
 from kdplatform.train.profile import DataProfile, data_profile
-from kdplatform.train.stages import STAGES, StageSpec
+from kdplatform.train.stages import STAGES
 from kdplatform.train.strategy import check_strategy
 from models.serialization import load_model, save_model
 
@@ -64,7 +65,11 @@ def prepare_job(cfg: ExperimentConfig, job: str, *, progress: bool = True) -> Jo
     """Validates everything a job needs before any worker starts."""
     if job not in STAGES:
         raise ConfigError(f"unknown stage {job!r}; known: {', '.join(STAGES.names())}")
-    if job == "distill" and cfg.distill.teacher is None and not cfg.distill.acclimate_first:
+    if (
+        STAGES.get(job).needs_teacher
+        and cfg.distill.teacher is None
+        and not cfg.distill.acclimate_first
+    ):
         raise ConfigError(
             "distill needs a teacher: set distill.teacher (name@alias, run id or checkpoint "
             "path) or distill.acclimate_first=true"
@@ -103,10 +108,21 @@ def resolve_teacher(ctx: JobContext) -> Path | None:
 
 
 def run_job(ctx: JobContext, *, log: callable = print) -> JobContext:
-    """Runs the job's stages in order, logs everything to one MLflow run and registers models."""
+    """Runs the job's stages in order, logs everything to one MLflow run and registers models.
+
+    Two processes running one job id (the same config started twice) take turns: the second
+    waits, then resumes the first one's job from its checkpoints.
+    """
+    lock = ctx.out_dir.parent / f".{ctx.cfg.name}.lock"
+    with exclusive_lock(lock, message=f"job {ctx.cfg.name!r} runs in another process; waiting"):
+        return _run_job(ctx, log=log)
+
+
+def _run_job(ctx: JobContext, *, log: callable) -> JobContext:
     cfg = ctx.cfg
     started = time.perf_counter()
-    teacher = resolve_teacher(ctx) if ctx.job == "distill" else None
+    needs_teacher = STAGES.get(ctx.job).needs_teacher
+    teacher = resolve_teacher(ctx) if needs_teacher else None
     log(f"ray: {ensure_ray()}")
     ctx.run = open_job_run(
         experiment=cfg.tracking.experiment, job_id=cfg.name, tags={"depthkd.job": ctx.job}
@@ -120,8 +136,8 @@ def run_job(ctx: JobContext, *, log: callable = print) -> JobContext:
     status = "FAILED"
     try:
         stages = [ctx.job]
-        if ctx.job == "distill" and teacher is None:
-            stages = ["acclimate", "distill"]
+        if needs_teacher and teacher is None:
+            stages = ["acclimate", ctx.job]
         for stage in stages:
             spec = STAGES.get(stage)
             log(
@@ -149,11 +165,6 @@ def run_job(ctx: JobContext, *, log: callable = print) -> JobContext:
         finish_job_run(ctx.run, status=status)
     log(f"done in {time.perf_counter() - started:.0f} s")
     return ctx
-
-
-def stage_specs() -> list[StageSpec]:
-    """Every registered stage, for CLIs and docs."""
-    return [STAGES.get(name) for name in STAGES.names()]
 
 
 def split_metrics(metrics: dict[str, float], split: str) -> dict[str, float]:

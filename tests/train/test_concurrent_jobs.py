@@ -1,5 +1,6 @@
 """Two jobs started at the same moment on one fresh `$DEPTHKD_HOME` both finish, and the bundled
-data exists once: generation and sharding take a lock, the second job waits and reuses them."""
+data exists once: generation and sharding take a lock, the second job waits and reuses them. The
+same config started twice is one job id: the second run waits for the first, then resumes it."""
 
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ def test_two_jobs_started_together_on_a_fresh_home_both_finish(tmp_path) -> None
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     env |= {"DEPTHKD_HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0"}
     jobs = []
-    for name in ("first", "second"):
+    # two jobs of their own and the very same job twice, all started at once
+    for name, job in (("first", "first"), ("second", "second"), ("again", "second")):
         log = (tmp_path / f"{name}.log").open("w")
         command = [sys.executable, "-m", "kdplatform.cli.main", "distill", "--config"]
-        command += [str(REPO / "configs" / "tiny.yaml"), f"name={name}", "--quiet"]
+        command += [str(REPO / "configs" / "tiny.yaml"), f"name={job}", "--quiet"]
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
         jobs.append((name, process, log))
     for name, process, log in jobs:
@@ -32,5 +34,12 @@ def test_two_jobs_started_together_on_a_fresh_home_both_finish(tmp_path) -> None
         log.close()
         assert code == 0, (tmp_path / f"{name}.log").read_text()[-4000:]
     assert len(list((home / "data").glob("synthetic-*/shards/manifest.json"))) == 1
-    for name, _, _ in jobs:
+    for name in ("first", "second"):
         assert (home / "runs" / name / "distill" / "student.pt").is_file()
+    waited = [n for n in ("second", "again") if "runs in another process" in _log(tmp_path, n)]
+    assert len(waited) == 1  # one of the two runs of job "second" waited for the other
+    assert "mlflow: run" in _log(tmp_path, waited[0]) and "(continued)" in _log(tmp_path, waited[0])
+
+
+def _log(tmp_path: Path, name: str) -> str:
+    return (tmp_path / f"{name}.log").read_text()

@@ -1,4 +1,5 @@
-"""An exclusive inter-process lock on a file, for data work that two jobs may start at once.
+"""An exclusive inter-process lock on a file, for work that two jobs may start at once (bundled
+data, `data prepare` into one folder, two runs of one job id).
 
 Two pipelines launched together on a fresh `$DEPTHKD_HOME` both find the bundled data missing and
 both start generating it; two `depthkd data prepare` runs into one shard dir clear each other's
@@ -21,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from kdplatform.errors import DataError
+from kdplatform.errors import DepthKDError
 
 
 @contextmanager
@@ -34,13 +35,13 @@ def exclusive_lock(path: Path, *, message: str | None = None) -> Iterator[None]:
             whose job seems stuck sees what it waits for; nothing is printed without contention.
 
     Raises:
-        DataError: the lock file cannot be created or the filesystem does not support locks.
+        DepthKDError: the lock file cannot be created or the filesystem does not support locks.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise DataError(f"cannot create lock file {path}: {exc.strerror}") from None
+        raise DepthKDError(f"cannot create lock file {path}: {exc.strerror}") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -49,7 +50,7 @@ def exclusive_lock(path: Path, *, message: str | None = None) -> Iterator[None]:
                 print(message, file=sys.stderr, flush=True)
             fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError as exc:
-            raise DataError(
+            raise DepthKDError(
                 f"cannot lock {path}: {exc.strerror}",
                 hint="the filesystem does not support file locks; put the data on a local disk",
             ) from None
