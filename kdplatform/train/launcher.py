@@ -1,8 +1,8 @@
 """Driver side of a stage: connect to (or start) Ray, build the `TorchTrainer`, run it, hand back
 the final metrics and exported models.
 
-* `RAY_ADDRESS` set (as under `ray job submit`) → connect there; else a running local cluster is
-  used when one is reachable; else an embedded Ray sized to this machine starts.
+* `RAY_ADDRESS` set (as under `ray job submit`) → connect there; else a local cluster started with
+  `ray start` is used when one is up; else an embedded Ray of its own, sized to this machine.
 * The Ray run name is the job id plus the stage: running the same job id again resumes from the
   latest checkpoint in `train.storage` (default `$DEPTHKD_HOME/ray_results`).
 * Every path crossing into workers is absolute: workers run in another directory.
@@ -49,9 +49,12 @@ def ensure_ray(*, log_to_driver: bool = True) -> str:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=log_to_driver)
         return f"cluster at {os.environ['RAY_ADDRESS']}"
+    started = _started_cluster()
     try:
-        ray.init(address="auto", log_to_driver=log_to_driver)
-        return "running local cluster"
+        if started is None:
+            raise ConnectionError("no cluster started with `ray start` on this machine")
+        ray.init(address=started, log_to_driver=log_to_driver)
+        return f"running local cluster at {started}"
     except ConnectionError:
         # with the dashboard: Ray Train's PlacementGroupCleaner asks its State API whether a
         # controller died (a Tune trial stopped early); without it, the trial's CPUs leak
@@ -74,6 +77,17 @@ def _worker_resources(train: TrainConfig) -> dict[str, float]:
     if train.use_gpu:
         resources["GPU"] = train.gpus_per_worker
     return resources
+
+
+def _started_cluster() -> str | None:
+    """The address `ray start` recorded for its cluster on this machine, if any.
+
+    Not `ray.init(address="auto")`: that also finds another job's embedded Ray by its processes,
+    and that Ray goes away when its job ends, taking this job with it.
+    """
+    from ray._private.utils import read_ray_address
+
+    return read_ray_address()
 
 
 def storage_path(cfg: ExperimentConfig) -> Path:

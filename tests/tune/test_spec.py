@@ -127,3 +127,17 @@ def test_a_cross_distillation_sweep_searches_the_uncertainty_temperature(tmp_pat
     spec = load_sweep(_sweep(tmp_path, body))
     assert spec.stage == "cross_distill"
     assert rounds_per_trial(spec, base_experiment(spec)) == 1  # tiny: 4 steps, eval every 4
+
+
+def test_a_rerun_with_other_settings_is_refused(tmp_path, monkeypatch) -> None:
+    from tune.sweep import check_identity
+
+    monkeypatch.setenv("DEPTHKD_HOME", str(tmp_path / "home"))
+    spec = load_sweep(_sweep(tmp_path, SPACE))
+    check_identity(spec, base_experiment(spec), tmp_path)  # first run: recorded
+    check_identity(spec, base_experiment(spec), tmp_path)  # the same sweep again: a resume
+    changed = load_sweep(_sweep(tmp_path, SPACE), ["num_samples=3", "base.overrides=[seed=4]"])
+    with pytest.raises(
+        ConfigError, match=r"started with other settings \(base.seed, .*num_samples"
+    ):
+        check_identity(changed, base_experiment(changed), tmp_path)

@@ -10,6 +10,7 @@ duplicates, the results CSV and plots, `best.yaml` and the registered challenger
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import signal
 import subprocess
@@ -105,6 +106,13 @@ def test_sweep_runs_trials_side_by_side_stops_some_and_registers_the_best(tmp_pa
     output = log.read_text()
     rows = _check_complete_sweep(home)
     assert sum(r["status"] == "STOPPED" for r in rows.values()) >= 1  # ASHA stopped one early
+    # two trials wrote to the store at the same time, through the sweep's server, and nothing
+    # was lost to "database is locked"
+    _, children = _runs(home)
+    spans = sorted((c.info.start_time, c.info.end_time) for c in children.values())
+    assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))
+    server_log = (home / "sweeps" / "tiny-sweep" / "mlflow-server.log").read_text()
+    assert "database is locked" not in output + server_log
     assert output.count("acclimating the sweep's teacher") == 1  # one teacher, not one per trial
     sweep_dir = home / "sweeps" / "tiny-sweep"
     for plot in ("curves.png", "metric_vs_params.png", "parallel_coordinates.png"):
