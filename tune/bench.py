@@ -117,14 +117,22 @@ def run_asha_benchmark(spec: SweepConfig, *, tag: str, log: Log = print) -> Asha
 
 @dataclass
 class OverheadResult:
-    """Wall time of one sweep trial and of the same job run alone (seconds)."""
+    """Wall times (seconds) of one sweep trial and of the same job run alone.
 
+    `trial_seconds` is the trial from its start to its last report (Tune's `time_total_s`) and
+    `alone_stage_seconds` the same stage run alone (`run_stage`: worker start-up to export): the
+    per-trial overhead. The whole one-trial sweep and the whole job are given too; the sweep's
+    own fixed costs (tracking server, parent run, plots) are paid once per sweep.
+    """
+
+    trial_seconds: float
     sweep_seconds: float
+    alone_stage_seconds: list[float]
     alone_seconds: list[float]
 
     @property
     def overhead(self) -> float:
-        return self.sweep_seconds / statistics.mean(self.alone_seconds) - 1
+        return self.trial_seconds / statistics.mean(self.alone_stage_seconds) - 1
 
     def to_dict(self) -> dict:
         return {**asdict(self), "overhead": self.overhead}
@@ -147,19 +155,26 @@ def run_overhead_benchmark(spec: SweepConfig, *, tag: str, log: Log = print) -> 
         SweepTeacher(Path(teacher), "the warm-up sweep's"),
     )
 
-    def alone(index: int) -> float:
+    def alone(index: int) -> tuple[float, float]:
         # no registration: the timed sweep registers nothing either
         cfg = with_values(
             best, {"name": f"{spec.name}-alone{index}-{tag}", "tracking.register_models": False}
         )
         started = time.perf_counter()
-        run_job(prepare_job(cfg, "distill", progress=False), log=log)
-        return time.perf_counter() - started
+        ctx = run_job(prepare_job(cfg, "distill", progress=False), log=log)
+        return time.perf_counter() - started, ctx.results["distill"].seconds
 
     first = alone(0)
     timed = _with_teacher(_named(spec, f"{spec.name}-one-{tag}", **one), teacher)
     # the same draw as the warm-up sweep: same searcher seed, one sample
     started = time.perf_counter()
-    run_sweep(timed, log=log, progress=False)
+    outcome = run_sweep(timed, log=log, progress=False)
     sweep_seconds = time.perf_counter() - started
-    return OverheadResult(sweep_seconds=sweep_seconds, alone_seconds=[first, alone(1)])
+    second = alone(1)
+    (trial,) = outcome.records
+    return OverheadResult(
+        trial_seconds=trial.seconds,
+        sweep_seconds=sweep_seconds,
+        alone_stage_seconds=[first[1], second[1]],
+        alone_seconds=[first[0], second[0]],
+    )

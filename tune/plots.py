@@ -65,6 +65,7 @@ class TrialRecord:
         curve: (evaluation round, metric value) of every evaluation the trial reported.
         latency_ms: measured CPU latency of the trial's student, when the backbone is searched.
         params_m: the student's parameter count in millions.
+        seconds: the trial's wall time from its start to its last report (Tune's time_total_s).
     """
 
     trial_id: str
@@ -75,6 +76,7 @@ class TrialRecord:
     curve: list[tuple[int, float]]
     latency_ms: float | None = None
     params_m: float | None = None
+    seconds: float | None = None
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ def trial_records(
                 curve=curve,
                 latency_ms=latency,
                 params_m=params_m,
+                seconds=(result.metrics or {}).get("time_total_s"),
             )
         )
     return sorted(records, key=lambda r: r.trial_id)

@@ -285,9 +285,11 @@ def run_trial_overhead(args: argparse.Namespace) -> int:
     from tune.bench import run_overhead_benchmark
 
     result = _sweep_benchmark(args, run_overhead_benchmark)
+    stage = ", ".join(f"{s:.1f}" for s in result.alone_stage_seconds)
     alone = ", ".join(f"{s:.1f}" for s in result.alone_seconds)
     print(
-        f"\none-trial sweep {result.sweep_seconds:.1f} s; the same job alone {alone} s; "
-        f"overhead {100 * result.overhead:+.1f} %"
+        f"\ntrial {result.trial_seconds:.1f} s; the same stage alone {stage} s: overhead "
+        f"{100 * result.overhead:+.1f} %\n"
+        f"whole one-trial sweep {result.sweep_seconds:.1f} s; whole job alone {alone} s"
     )
     return 0
