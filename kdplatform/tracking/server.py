@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,17 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kdplatform.errors import DepthKDError
+from kdplatform.ports import HOST, free_port
 from kdplatform.tracking.store import ARTIFACT_DIR, tracking_uri, uses_server_artifacts
 
-HOST = "127.0.0.1"
 START_TIMEOUT_S = 120.0
 STOP_GRACE_S = 10.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def _healthy(url: str) -> bool:
@@ -59,7 +52,7 @@ def local_tracking_server(home: Path, *, log_file: Path) -> Iterator[str]:
     if uses_server_artifacts(store):  # the user's server: many writers are its job
         yield store
         return
-    port = _free_port()
+    port = free_port()
     url = f"http://{HOST}:{port}"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     command = [

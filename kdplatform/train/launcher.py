@@ -24,6 +24,7 @@ from ray.train.torch import TorchTrainer
 
 from kdplatform.config.schema import ExperimentConfig, TrainConfig, depthkd_home
 from kdplatform.errors import DepthKDError
+from kdplatform.ports import HOST, free_port
 from kdplatform.tracking.runs import JobRun
 from kdplatform.train.loop import WorkerJob, train_worker
 from kdplatform.train.profile import DataProfile
@@ -57,8 +58,14 @@ def ensure_ray(*, log_to_driver: bool = True) -> str:
         return f"running local cluster at {started}"
     except ConnectionError:
         # with the dashboard: Ray Train's PlacementGroupCleaner asks its State API whether a
-        # controller died (a Tune trial stopped early); without it, the trial's CPUs leak
-        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=log_to_driver)
+        # controller died (a Tune trial stopped early); without it, the trial's CPUs leak. On a
+        # port of its own: a second embedded Ray on the machine must not lose its dashboard
+        ray.init(
+            include_dashboard=True,
+            dashboard_host=HOST,
+            dashboard_port=free_port(),
+            log_to_driver=log_to_driver,
+        )
         return f"embedded Ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
 
 

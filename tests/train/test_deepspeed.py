@@ -65,7 +65,7 @@ def test_deepspeed_needs_ray_workers(deepspeed_local_mode) -> None:
 @pytest.mark.slow
 def test_deepspeed_zero2_job_checkpoints_and_resumes(embedded_ray, home: Path) -> None:
     cfg = tiny_config(
-        home, name="ds", train={**DEEPSPEED, "checkpoint_every": 2}, distill={"steps": 4}
+        home, name="ds", train={**DEEPSPEED, "checkpoint_every": 2}, supervised={"steps": 4}
     )
     ctx = run_job(prepare_job(cfg, "supervised", progress=False), log=lambda *_: None)
     result = ctx.results["supervised"]
@@ -79,7 +79,7 @@ def test_deepspeed_zero2_job_checkpoints_and_resumes(embedded_ray, home: Path) -
     assert shards == [f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt" for rank in (0, 1)]
 
     # the same job id again, asked for 6 steps: every rank loads its shard and continues at step 4
-    longer = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"steps": 6})})
+    longer = cfg.model_copy(update={"supervised": cfg.supervised.model_copy(update={"steps": 6})})
     again = run_job(prepare_job(longer, "supervised", progress=False), log=lambda *_: None)
     assert again.run.run_id == ctx.run.run_id and again.run.resumed
     assert again.results["supervised"].metrics["step"] == 6
@@ -95,7 +95,7 @@ def test_deepspeed_zero3_exports_the_gathered_weights(embedded_ray, home: Path) 
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     train = {**DEEPSPEED, "zero_stage": 3, "amp": "bf16", "accumulate": 2, "eval_every": 2}
-    cfg = tiny_config(home, name="ds3", train=train, distill={"steps": 2})
+    cfg = tiny_config(home, name="ds3", train=train, supervised={"steps": 2})
     ctx = run_job(prepare_job(cfg, "supervised", progress=False), log=lambda *_: None)
     result = ctx.results["supervised"]
     assert result.metrics["step"] == 2 and "val/abs_rel" in result.metrics
