@@ -50,13 +50,8 @@ class SweepConsole(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ended.add(trial.trial_id)
-        last = trial.last_result or {}
-        value = last.get(self.metric)
-        shown = f"{value:.4f}" if isinstance(value, float) else "n/a"
-        self.log(
-            f"trial {trial.trial_id} ended after {last.get('eval_round', 0)} round(s): "
-            f"{self.metric} {shown}"
-        )
+        rounds, shown = self._latest(trial)
+        self.log(f"trial {trial.trial_id} ended after {rounds} round(s): {self.metric} {shown}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ended.add(trial.trial_id)
@@ -71,14 +66,15 @@ class SweepConsole(Callback):
         """Trial id, status, rounds and latest metric of every trial."""
         rows = [f"  {'trial':14} {'status':11} {'rounds':>6} {self.metric:>12}"]
         for trial in trials:
-            last = trial.last_result or {}
-            value = last.get(self.metric)
-            shown = f"{value:.4f}" if isinstance(value, float) else "-"
-            rows.append(
-                f"  {trial.trial_id:14} {trial.status:11} {last.get('eval_round', 0):>6} "
-                f"{shown:>12}"
-            )
+            rounds, shown = self._latest(trial)
+            rows.append(f"  {trial.trial_id:14} {trial.status:11} {rounds:>6} {shown:>12}")
         return "\n".join(rows)
+
+    def _latest(self, trial: Any) -> tuple[int, str]:
+        """The trial's last evaluation round and metric value as shown ("-" before any)."""
+        last = trial.last_result or {}
+        value = last.get(self.metric)
+        return last.get("eval_round", 0), f"{value:.4f}" if isinstance(value, float) else "-"
 
     def ended_trials(self) -> list[str]:
         """Ids of the trials that ended in this run (completed, stopped early or failed); not
