@@ -41,10 +41,11 @@ def ensure_shards(cfg: DataConfig, home: Path, *, progress: bool = True) -> Path
     """
     if cfg.shards is not None:
         shards = cfg.shards.resolve()
-        for split in (cfg.train_split, cfg.eval_split):
-            split_entry(shards, split)
-        if cfg.test_split in read_manifest(shards)["splits"]:
-            split_entry(shards, cfg.test_split)
+        listed = read_manifest(shards)["splits"]  # DataError: no manifest
+        required = [cfg.train_split, cfg.eval_split]
+        for split in required + [cfg.test_split] * (cfg.test_split in listed):
+            if split_entry(shards, split)["num_samples"] == 0:
+                raise DataError(f"split {split!r} in {shards} has no samples")
         return shards
     base = synthetic_dir(cfg.synthetic, home)
     with exclusive_lock(

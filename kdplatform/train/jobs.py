@@ -18,8 +18,8 @@ from torch import nn
 from kdplatform.config.loader import dump_config
 from kdplatform.config.schema import ExperimentConfig, depthkd_home
 from kdplatform.data.bundled import ensure_shards
-from kdplatform.data.shards import read_manifest, split_entry
-from kdplatform.errors import ConfigError, DataError
+from kdplatform.data.shards import read_manifest
+from kdplatform.errors import ConfigError
 from kdplatform.eval.runner import evaluate_split
 from kdplatform.locking import exclusive_lock
 from kdplatform.tracking import model_registry
@@ -52,13 +52,7 @@ class JobContext:
 
 def resolve_shards(cfg: ExperimentConfig, *, progress: bool = True) -> Path:
     """The shard dir of `cfg.data`; bundled synthetic data is generated on first use."""
-    if cfg.data.shards is None:
-        return ensure_shards(cfg.data, depthkd_home(), progress=progress)
-    for split in (cfg.data.train_split, cfg.data.eval_split):
-        entry = split_entry(cfg.data.shards, split)  # DataError: no manifest / no such split
-        if entry["num_samples"] == 0:
-            raise DataError(f"split {split!r} in {cfg.data.shards} has no samples")
-    return cfg.data.shards
+    return ensure_shards(cfg.data, depthkd_home(), progress=progress)
 
 
 def prepare_job(cfg: ExperimentConfig, job: str, *, progress: bool = True) -> JobContext:
