@@ -1,5 +1,5 @@
 """Shared fixtures: the real sample frames in ../shared/realdata, small raw dataset trees, an
-isolated `$DEPTHKD_HOME` and an embedded Ray of our own."""
+isolated `$DEPTHKD_HOME`, an embedded Ray of our own and (plugin) a real `ray start` cluster."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import ray
 from kdplatform.config.schema import PrepareConfig
 from kdplatform.data.shards import PrepareReport, prepare_shards
 from kdplatform.data.sources import build_source
+
+pytest_plugins = ["tests.local_cluster"]  # the `local_ray_cluster` fixture
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 KITTI_DEMO = REALDATA / "kitti" / "YvanYin_Metric3D" / "data" / "kitti_demo"

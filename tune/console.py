@@ -21,15 +21,13 @@ def _short(value: Any) -> str:
 
 
 class SweepConsole(Callback):
-    """Prints trial events and, every `TABLE_EVERY_S`, a table of all trials; also keeps the
-    ids of the trials that ended, so the driver knows which runs to end.
+    """Prints trial events and, every `TABLE_EVERY_S`, a table of all trials.
 
     It prints (no logger attribute): Tune pickles its callbacks with the sweep state.
     """
 
     def __init__(self, metric: str, keys: list[str]) -> None:
         self.metric, self.keys = metric, keys
-        self._ended: set[str] = set()
         self._last_table = time.monotonic()
 
     @staticmethod
@@ -49,12 +47,10 @@ class SweepConsole(Callback):
             )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._ended.add(trial.trial_id)
         rounds, shown = self._latest(trial)
         self.log(f"trial {trial.trial_id} ended after {rounds} round(s): {self.metric} {shown}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._ended.add(trial.trial_id)
         self.log(f"trial {trial.trial_id} FAILED (see {trial.local_path})")
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
@@ -75,8 +71,3 @@ class SweepConsole(Callback):
         last = trial.last_result or {}
         value = last.get(self.metric)
         return last.get("eval_round", 0), f"{value:.4f}" if isinstance(value, float) else "-"
-
-    def ended_trials(self) -> list[str]:
-        """Ids of the trials that ended in this run (completed, stopped early or failed); not
-        those that Ctrl-C stopped, which a resume continues."""
-        return sorted(self._ended)

@@ -29,14 +29,11 @@ from matplotlib.ticker import MaxNLocator
 from kdplatform import atomic
 from kdplatform.errors import ConfigError
 from tune.spec import STUDENT_KEY
+from tune.status import COMPLETED, STOPPED
 
 Mode = Literal["min", "max"]
 Point = tuple[float, float]
 
-
-COMPLETED = "TERMINATED"  # Tune's status of a trial that ran to its end (full budget here)
-STOPPED = "STOPPED"  # ended by the scheduler before the full budget
-ERROR = "ERROR"
 
 _DPI = 150
 _LOG_SPAN = 20.0  # a numeric axis turns logarithmic when its positive values span more than this

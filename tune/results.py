@@ -18,8 +18,9 @@ from kdplatform.config.schema import ExperimentConfig
 from kdplatform.tracking.logger import RunLogger
 from kdplatform.tracking.runs import JobRun, child_runs, latest_metrics
 from tune import plots
-from tune.plots import COMPLETED, ERROR, STOPPED, TrialRecord
+from tune.plots import TrialRecord
 from tune.spec import STUDENT_KEY, SweepConfig
+from tune.status import COMPLETED, ERROR, STOPPED, trial_status
 from tune.teachers import SweepTeacher
 from tune.trial import trial_job_id, trial_run_name
 
@@ -41,10 +42,11 @@ def trial_records(
         curve: list[tuple[int, float]] = []
         if frame is not None and metric in frame and "eval_round" in frame:
             rows = frame[["eval_round", metric]].dropna()
-            curve = [(int(r), float(v)) for r, v in rows.itertuples(index=False)]
+            # a resumed trial reports its checkpoint's round again: one point per round
+            curve = sorted({int(r): float(v) for r, v in rows.itertuples(index=False)}.items())
         trial_id = (result.metrics or {}).get("trial_id") or _trial_id_of(Path(result.path))
         rounds = max((r for r, _ in curve), default=0)
-        status = ERROR if result.error else COMPLETED if rounds >= max_rounds else STOPPED
+        status = trial_status(rounds, max_rounds, failed=result.error is not None)
         params = {key: (result.config or {}).get(key) for key in spec.searched_keys()}
         params_m, latency = costs.get(str(params.get(STUDENT_KEY)), (None, None))
         records.append(
@@ -68,12 +70,6 @@ def _trial_id_of(trial_dir: Path) -> str:
     trial that never reported (no `trial_id` in its metrics)."""
     match = re.search(r"_([0-9a-f]{5}_\d{5})_", trial_dir.name)
     return match.group(1) if match else trial_dir.name
-
-
-def run_statuses(records: list[TrialRecord], sweep: str) -> dict[str, str]:
-    """The MLflow end status of each trial's run: completed FINISHED, stopped KILLED."""
-    end = {COMPLETED: "FINISHED", STOPPED: "KILLED", ERROR: "FAILED"}
-    return {trial_job_id(sweep, r.trial_id): end[r.status] for r in records}
 
 
 def best_record(records: list[TrialRecord], mode: str) -> TrialRecord | None:

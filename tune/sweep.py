@@ -225,12 +225,11 @@ def _run(
     from ray import tune
 
     from kdplatform.tracking.logger import RunLogger
-    from kdplatform.tracking.runs import end_running_children
     from tune import results as sweep_results
     from tune.console import SweepConsole
     from tune.space import build_tuner, fit_interruptibly
     from tune.teachers import ensure_teachers, student_costs
-    from tune.trial import TrialContext, run_trial, trial_job_id
+    from tune.trial import TrialContext, TrialRunEnder, run_trial
 
     directory = outcome.directory
     students = student_names(spec, base)
@@ -266,18 +265,14 @@ def _run(
         tune.with_parameters(run_trial, context=context.to_dict()),
         {"CPU": spec.resources.driver_cpus},
     )
+    max_rounds = rounds_per_trial(spec, base)
+    callbacks = [console, TrialRunEnder(parent, spec.name, max_rounds)]
     tuner, restored = build_tuner(
-        spec, base, trainable, storage=directory, concurrency=concurrency, callbacks=[console]
+        spec, base, trainable, storage=directory, concurrency=concurrency, callbacks=callbacks
     )
     log("resuming the sweep: finished trials are kept" if restored else "starting trials")
     grid, outcome.interrupted = fit_interruptibly(tuner)
-    max_rounds = rounds_per_trial(spec, base)
     outcome.records = sweep_results.trial_records(grid, spec, max_rounds=max_rounds, costs=costs)
-    # Tune ends a trial's process at its last report (or when ASHA stops it): its run stays
-    # RUNNING until the driver ends it; runs of unfinished trials stay open for the resume
-    statuses = sweep_results.run_statuses(outcome.records, spec.name)
-    ended = {trial_job_id(spec.name, t) for t in console.ended_trials()}
-    end_running_children(parent, {k: v for k, v in statuses.items() if k in ended})
     if outcome.interrupted:
         return
     log(sweep_results.format_table(outcome.records, spec))

@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray.tune import Callback
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from kdplatform.config.loader import with_values
 from kdplatform.config.schema import ExperimentConfig
-from kdplatform.tracking.runs import finish_job_run, open_job_run
+from kdplatform.tracking.runs import JobRun, end_child_run, open_job_run
 from kdplatform.train.launcher import run_stage
 from kdplatform.train.profile import DataProfile
+from tune.status import ERROR, RUN_END, trial_status
 
 TRIAL_TAG = "depthkd.trial"
 SWEEP_TAG = "depthkd.sweep"
@@ -103,6 +105,28 @@ def run_trial(draw: dict[str, Any], *, context: dict[str, Any]) -> None:
         run_name=trial_run_name(trial_id),
         callbacks=[EvaluationReports(ctx.metric)],
     )
-    # reached only when Tune lets the trial return; the driver ends the runs of trials that Tune
-    # stopped (KILLED) or that failed (FAILED), which it tells apart and a trial cannot
-    finish_job_run(run, status="FINISHED")
+
+
+class TrialRunEnder(Callback):
+    """Ends a trial's MLflow run on the sweep driver as soon as Tune ends the trial, with the
+    status its record will show (`tune.status.trial_status`): FINISHED, KILLED (stopped by the
+    scheduler) or FAILED.
+
+    The driver, not the trial, ends every run: Tune kills a trial's process at its last report or
+    when the scheduler stops it, and a trial that ASHA stops may still reach its last step before
+    its process goes. Trials that Ctrl-C stopped are not ended here; their runs stay RUNNING and a
+    resumed sweep continues them.
+    """
+
+    def __init__(self, parent: JobRun, sweep: str, max_rounds: int) -> None:
+        self.parent, self.sweep, self.max_rounds = parent, sweep, max_rounds
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        rounds = (trial.last_result or {}).get("eval_round", 0)
+        self._end(trial, trial_status(rounds, self.max_rounds, failed=False))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(trial, ERROR)
+
+    def _end(self, trial: Any, status: str) -> None:
+        end_child_run(self.parent, trial_job_id(self.sweep, trial.trial_id), RUN_END[status])

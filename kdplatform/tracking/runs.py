@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -166,17 +166,15 @@ def child_runs(parent: JobRun) -> dict[str, dict[str, str]]:
     }
 
 
-def end_running_children(parent: JobRun, statuses: Mapping[str, RunEndStatus]) -> list[str]:
-    """Ends the nested runs of `parent` still marked RUNNING with `statuses[job_id]` (their process
-    was ended from outside, e.g. a trial that Tune stopped); runs that ended themselves are left
-    untouched. Returns the job ids ended."""
-    client = client_for(parent.tracking_uri)
-    ended = []
-    for job_id, child in child_runs(parent).items():
-        if child["status"] == "RUNNING" and job_id in statuses:
-            client.set_terminated(child["run_id"], status=statuses[job_id])
-            ended.append(job_id)
-    return ended
+def end_child_run(parent: JobRun, job_id: str, status: RunEndStatus) -> bool:
+    """Ends the nested run of `parent` for `job_id` with `status` if it is still RUNNING (its
+    process was ended from outside, e.g. a trial that Tune stopped); a run that already ended is
+    left untouched. Returns whether it ended the run."""
+    child = child_runs(parent).get(job_id)
+    if child is None or child["status"] != "RUNNING":
+        return False
+    finish_job_run(replace(parent, run_id=child["run_id"], resumed=False), status)
+    return True
 
 
 def latest_metrics(run: JobRun, *, prefix: str) -> dict[str, float]:

@@ -57,16 +57,40 @@ def ensure_ray(*, log_to_driver: bool = True) -> str:
         ray.init(address=started, log_to_driver=log_to_driver)
         return f"running local cluster at {started}"
     except ConnectionError:
-        # with the dashboard: Ray Train's PlacementGroupCleaner asks its State API whether a
-        # controller died (a Tune trial stopped early); without it, the trial's CPUs leak. On a
-        # port of its own: a second embedded Ray on the machine must not lose its dashboard
+        _start_embedded(log_to_driver)
+        return f"embedded Ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
+
+
+def _start_embedded(log_to_driver: bool) -> None:
+    """An embedded Ray whose own processes know its address.
+
+    Ray Train's PlacementGroupCleaner frees the CPUs of a controller that died (a Tune trial
+    stopped early) after asking the State API, through the dashboard, whether it did. It looks
+    for its cluster without an address: with a second Ray on the machine it finds both, gives up
+    ("Found multiple active Ray instances"), the trial's CPUs leak and the sweep stalls. So the
+    GCS port is chosen here and `RAY_ADDRESS` names it (on loopback, where the GCS also listens)
+    in the environment that Ray's processes copy at start-up; the driver's own environment is put
+    back afterwards. The dashboard gets a
+    free port too: a second embedded Ray must not lose its own.
+    """
+    port = free_port()
+    startup_env = {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"{HOST}:{port}"}
+    saved = {name: os.environ.get(name) for name in startup_env}
+    os.environ.update(startup_env)
+    try:
         ray.init(
+            address="local",  # start one; RAY_ADDRESS above is for Ray's processes only
             include_dashboard=True,
             dashboard_host=HOST,
             dashboard_port=free_port(),
             log_to_driver=log_to_driver,
         )
-        return f"embedded Ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def latest_export(storage: Path, run_name: str, role: str) -> Path | None:

@@ -13,7 +13,9 @@ validate config → models → `prepare_model` or `deepspeed.initialize` → res
 * A checkpoint every `checkpoint_every` steps and at the end: the strategy's training state (model,
   optimizer, scheduler; DeepSpeed: every rank's ZeRO shards), step and RNG state. A resumed worker
   group continues at exactly the saved step; the training stream is keyed by (seed, epoch) and the
-  batches already consumed in that epoch are skipped.
+  batches already consumed in that epoch are skipped. It first reports the checkpoint's own
+  evaluation again: a sweep driver stopped between that checkpoint and its result reaching Tune
+  restores an older view, and a trial resumed at its last step would otherwise end without it.
 * Metrics go to the tracking run through a buffer flushed at each checkpoint: after a crash the
   steps since the last checkpoint are logged again, so the history has no duplicates and no gaps.
 """
@@ -92,14 +94,14 @@ def train_worker(config: dict[str, Any]) -> None:
         device=device,
         find_unused_parameters=stage.find_unused_parameters,
     )
-    start = 0
+    start, replay = 0, None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:  # after wrapping: DeepSpeed restores into its engine
         with checkpoint.as_directory() as directory:
             state = load_training_state(Path(directory))
             strategy.load(Path(directory), state)
         set_rng_state(state["rng"])
-        start = state["step"]
+        start, replay = state["step"], state.get("report")
     interval = 10.0 if cfg.tracking.system_metrics else None
     logger = (
         RunLogger(JobRun.from_dict(job.run), rank=rank, system_metrics_interval=interval)
@@ -111,10 +113,15 @@ def train_worker(config: dict[str, Any]) -> None:
 
     runner = _Runner(cfg, stage, job, profile, strategy, logger)
     try:
-        runner.train(start, rank=rank, world=world, device=device)
+        runner.train(start, replay=replay, rank=rank, world=world, device=device)
     finally:
         if logger:
             logger.close()
+
+
+def _plain(metrics: dict[str, float]) -> dict[str, float]:
+    """`metrics` as Python numbers: `weights_only` loading refuses NumPy scalars."""
+    return {k: v if isinstance(v, int) else float(v) for k, v in metrics.items()}
 
 
 class _Runner:
@@ -157,8 +164,19 @@ class _Runner:
                     yield {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             epoch, skip = epoch + 1, 0
 
-    def train(self, start: int, *, rank: int, world: int, device: torch.device) -> None:
+    def train(
+        self,
+        start: int,
+        *,
+        replay: dict[str, float] | None,
+        rank: int,
+        world: int,
+        device: torch.device,
+    ) -> None:
+        """Steps `start`..end; `replay` is the report of the checkpoint resumed from."""
         total, accumulate = self.stage.cfg.steps, self.train_cfg.accumulate
+        if replay is not None:
+            ray.train.report(replay)
         strategy = self.strategy
         batches = self._micro_batches(start * accumulate, device)
         window: dict[str, float] = {}
@@ -281,6 +299,7 @@ class _Runner:
                     "strategy": self.strategy.name,
                     "step": step,
                     "rng": rng_state(),
+                    "report": _plain(metrics),
                     "config": self.cfg.model_dump(mode="json"),
                     **entries,
                 },

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.train.conftest import AUTH_MODE, RAY, REPO_ROOT, VENV_BIN, LocalRayCluster
+from tests.local_cluster import AUTH_MODE, RAY, REPO_ROOT, VENV_BIN, LocalRayCluster
 
 SUBMIT_TIMEOUT_S = 600
 

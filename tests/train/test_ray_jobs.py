@@ -92,6 +92,10 @@ def test_every_evaluation_is_reported_and_eval_round_survives_resume(
 
     # evaluations at 2, 4, 6 reach Ray whether or not a checkpoint is due (checkpoints: 4, 6)
     assert run(cfg) == [(2, 1, True, False), (4, 2, True, True), (6, 3, True, True)]
-    # resumed at step 6 and asked for 9: rounds continue at 4, the last step is round 5
+    # resumed at step 6 and asked for 9: the checkpoint's evaluation is reported again (a sweep
+    # driver stopped before it reached Tune restores an older view), rounds continue at 4, the
+    # last step is round 5
     longer = cfg.model_copy(update={"supervised": cfg.supervised.model_copy(update={"steps": 9})})
-    assert run(longer) == [(8, 4, True, True), (9, 5, True, True)]
+    assert run(longer) == [(6, 3, True, False), (8, 4, True, True), (9, 5, True, True)]
+    # resumed at its last step: nothing left to train, and the final evaluation still reaches Ray
+    assert run(longer) == [(9, 5, True, False)]

@@ -2,6 +2,9 @@
 process): 4 trials of configs/sweep_tiny.yaml, 2 at once, ASHA; then the same sweep interrupted
 with SIGINT (Ctrl-C) and run again.
 
+The first sweep runs while a second Ray (a `ray start` cluster) is up on the machine: Ray
+Train's clean-up of a stopped trial's CPUs once gave up there and the sweep stalled.
+
 Checked in the MLflow store afterwards: one parent run with one nested child per trial, each
 child's val curve complete (one point per evaluation round the trial reached) and free of
 duplicates, the results CSV and plots, `best.yaml` and the registered challenger.
@@ -30,7 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 SWEEP = REPO / "configs" / "sweep_tiny.yaml"
 METRIC = "distill/val/abs_rel"
 EVAL_EVERY = 2  # train.eval_every in sweep_tiny.yaml
-TIMEOUT_S = 600
+TIMEOUT_S = 480  # one sweep; pytest's own timeout is set above it, so a stuck sweep's log shows
 
 
 def _start(home: Path, log: Path) -> subprocess.Popen:
@@ -100,7 +103,10 @@ def _check_complete_sweep(home: Path) -> dict[str, dict[str, str]]:
     return rows
 
 
-def test_sweep_runs_trials_side_by_side_stops_some_and_registers_the_best(tmp_path) -> None:
+@pytest.mark.timeout(TIMEOUT_S + 120)
+def test_sweep_runs_trials_side_by_side_stops_some_and_registers_the_best(
+    tmp_path, local_ray_cluster
+) -> None:
     home, log = tmp_path / "home", tmp_path / "sweep.log"
     assert _wait(_start(home, log), log) == 0, log.read_text()[-4000:]
     output = log.read_text()
@@ -132,6 +138,7 @@ def test_sweep_runs_trials_side_by_side_stops_some_and_registers_the_best(tmp_pa
     assert "val/abs_rel" in version.tags and "test/abs_rel" in version.tags
 
 
+@pytest.mark.timeout(3 * TIMEOUT_S + 120)  # first sweep to a trial end, its exit, second sweep
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path) -> None:
     home, first_log = tmp_path / "home", tmp_path / "first.log"
     process = _start(home, first_log)

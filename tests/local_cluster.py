@@ -1,4 +1,5 @@
-"""A real local Ray cluster for job-submission tests (DESIGN.md §5).
+"""A real local Ray cluster (DESIGN.md §5), a pytest plugin of tests/conftest.py: job-submission
+tests send jobs to it, and sweep tests run beside it (a second Ray on the machine).
 
 The head runs as `ray start --head --block` on free loopback ports with its own `--temp-dir`, in its
 own process group; teardown stops exactly that group (never `ray stop`, which would kill every Ray
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 RAY = str(VENV_BIN / "ray")
 HOST = "127.0.0.1"
