@@ -2,9 +2,9 @@
 
 A logged depth model is two things: the weights file `<name>/state_dict.pt` among the run's
 artifacts (what a person browsing the run finds), and an MLflow 3 *LoggedModel* named `<name>`
-holding a pyfunc (`DepthPyfuncModel`) with its own copy of the weights, so that registry versions
-point at exactly the weights they were registered with. Stages are deprecated; promotion moves
-aliases (`depthkd-student@challenger`, `@champion`).
+holding a pyfunc "from code" (`pyfunc_model.py`, no pickled object) with its own copy of the
+weights, so that registry versions point at exactly the weights they were registered with.
+Stages are deprecated; promotion moves aliases (`depthkd-student@challenger`, `@champion`).
 
 Accepted references (`resolve_model_reference`): `name@alias`, `models:/name@alias`,
 `models:/name/<version>`, `models:/<model_id>`, `runs:/<run_id>/<name>`, or a bare run id.
@@ -20,20 +20,28 @@ from typing import Any
 
 import mlflow
 import mlflow.pyfunc
+import numpy as np
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.models import Model
+from mlflow.models import Model, ModelSignature
+from mlflow.types.schema import Schema, TensorSpec
 from torch import nn
 
 import kdplatform
 import models
 from kdplatform.errors import CheckpointError, RegistryError
-from kdplatform.tracking.pyfunc_model import WEIGHTS_ARTIFACT, DepthPyfuncModel
 from kdplatform.tracking.runs import JobRun
 from kdplatform.tracking.store import client_for, pinned_tracking_uri, tracking_uri
 from models.serialization import load_model, save_model, unwrap
 
 STATE_DICT_FILE = "state_dict.pt"
+WEIGHTS_ARTIFACT = "weights"  # key of the weights file in the pyfunc's `artifacts`
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")  # the pyfunc, logged from code
+# uint8 RGB (H, W, 3) in, float32 metres (H, W) out, H and W free
+SIGNATURE = ModelSignature(
+    inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, 3))]),
+    outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1))]),
+)
 
 # Distributions the pyfunc imports when it loads; pinned so MLflow need not infer them (which
 # loads the model in a subprocess) and so a serving image gets the versions we trained with.
@@ -87,8 +95,10 @@ def log_depth_model(run: JobRun, model: nn.Module, *, name: str = "student", ste
             run_id=run.run_id,
             model_id=logged.model_id,
             step=step,
-            python_model=DepthPyfuncModel(),
+            python_model=str(PYFUNC_CODE),
             artifacts={WEIGHTS_ARTIFACT: str(weights)},
+            signature=SIGNATURE,
+            input_example=_input_example(),
             code_paths=[str(Path(p).parent) for p in (models.__file__, kdplatform.__file__)],
             pip_requirements=_pip_requirements(),
         )
@@ -342,6 +352,11 @@ def _aliases_text(client: MlflowClient, name: str) -> str:
     if not aliases:
         return "none"
     return ", ".join(f"{a} (v{v})" for a, v in sorted(aliases.items()))
+
+
+def _input_example() -> np.ndarray:
+    """A small uint8 RGB image: what MLflow shows with the model and checks it against."""
+    return np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
 
 
 def _pip_requirements() -> list[str]:

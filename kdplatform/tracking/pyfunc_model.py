@@ -1,8 +1,11 @@
-"""The MLflow pyfunc face of a depth model: RGB image array(s) in, metric depth out.
+"""The MLflow pyfunc face of a depth model, logged as a "model from code": one RGB image in, metric
+depth of the same size out.
 
-Served or loaded with `mlflow.pyfunc.load_model`, it needs nothing but the logged model directory:
-the weights file is one of its artifacts and the `models` / `kdplatform` packages travel as code
-paths.
+MLflow copies this file into the logged model and runs it to load the model (`set_model` at the
+bottom), so no pickled Python object is ever stored or unpickled; the weights are an artifact
+read with `weights_only=True`, and the `models` / `kdplatform` packages travel as code paths.
+Only MLflow runs this file; `model_registry.log_depth_model` names it. Signature (set there):
+uint8 `(H, W, 3)` → float32 `(H, W)` metres, any H and W (the model pads internally).
 """
 
 from __future__ import annotations
@@ -10,21 +13,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import mlflow.models
 import mlflow.pyfunc
 import numpy as np
 import torch
 
 from kdplatform.errors import DataError
+from kdplatform.tracking.model_registry import WEIGHTS_ARTIFACT
 from models.serialization import load_model
-
-WEIGHTS_ARTIFACT = "weights"  # key of the weights file in the pyfunc's `artifacts`
 
 
 class DepthPyfuncModel(mlflow.pyfunc.PythonModel):
-    """Predicts metric depth `(H, W)` float32 for an RGB `(H, W, 3)` image.
+    """Predicts metric depth `(H, W)` float32 for an RGB `(H, W, 3)` uint8 image.
 
-    Input: one image, a list of images (sizes may differ), or a batch `(N, H, W, 3)`; uint8 in
-    [0, 255] or float in [0, 1]. Output: one depth map, a list, or `(N, H, W)` respectively.
     Runs on the first CUDA device when there is one.
     """
 
@@ -34,24 +35,12 @@ class DepthPyfuncModel(mlflow.pyfunc.PythonModel):
         path = Path(context.artifacts[WEIGHTS_ARTIFACT])
         self._model = load_model(path).to(self._device)
 
-    # The `np.ndarray` hint keeps MLflow from inferring a schema (it cannot express "a list of
-    # images of any size"); lists are accepted too.
+    @torch.inference_mode()
     def predict(
         self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None
-    ) -> Any:
-        """Depth in metres for `model_input` (see the class docstring)."""
-        if isinstance(model_input, np.ndarray) and model_input.ndim == 4:
-            return np.stack([self._predict_one(image) for image in model_input])
-        if isinstance(model_input, np.ndarray):
-            return self._predict_one(model_input)
-        if isinstance(model_input, list | tuple):
-            return [self._predict_one(np.asarray(image)) for image in model_input]
-        raise DataError(
-            f"expected an RGB image array (H, W, 3) or a list of them, got {type(model_input)}"
-        )
-
-    @torch.inference_mode()
-    def _predict_one(self, image: np.ndarray) -> np.ndarray:
+    ) -> np.ndarray:
+        """Depth in metres `(H, W)` for one image `(H, W, 3)` (see the class docstring)."""
+        image = np.asarray(model_input)
         if image.ndim != 3 or image.shape[-1] != 3:
             raise DataError(f"expected an RGB image of shape (H, W, 3), got {image.shape}")
         scale = 255.0 if image.dtype == np.uint8 else 1.0
@@ -60,3 +49,6 @@ class DepthPyfuncModel(mlflow.pyfunc.PythonModel):
         out = self._model(batch)
         depth = getattr(out, "depth", out)  # an acclimated teacher answers with its own head
         return depth[0, 0].float().cpu().numpy()  # (H, W)
+
+
+mlflow.models.set_model(DepthPyfuncModel())

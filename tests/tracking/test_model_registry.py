@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -117,6 +118,22 @@ def test_logging_a_model_keeps_the_metric_history_exactly_once(home: Path) -> No
     assert sorted(m.step for m in history) == [0, 1, 2, 3]
 
 
+def test_logged_model_is_code_and_weights_not_a_pickle(
+    home: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = open_job_run(experiment="distill", job_id="job-3")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", run.tracking_uri)
+    with caplog.at_level("WARNING"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        uri = log_depth_model(run, _student(0), name="student")
+    warned = " ".join([r.getMessage() for r in caplog.records] + [str(w.message) for w in caught])
+    assert "CloudPickle" not in warned and "signature" not in warned
+    model_dir = Path(mlflow.artifacts.download_artifacts(uri, tracking_uri=run.tracking_uri))
+    files = {p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file()}
+    assert not [f for f in files if f.endswith(".pkl")]
+    assert "pyfunc_model.py" in files and any(f.endswith("state_dict.pt") for f in files)
+
+
 def test_pyfunc_predicts_metric_depth_like_the_torch_model(
     logged: tuple[JobRun, DepthModel, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -129,9 +146,13 @@ def test_pyfunc_predicts_metric_depth_like_the_torch_model(
     assert isinstance(depth, np.ndarray) and depth.shape == (H, W) and depth.dtype == np.float32
     tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     np.testing.assert_allclose(depth, _depth(model, tensor)[0, 0].numpy(), **TOL)
-    several = pyfunc.predict([image, image[:24, :30]])
-    assert [d.shape for d in several] == [(H, W), (24, 30)]
-    np.testing.assert_allclose(several[0], depth, **TOL)
+    assert pyfunc.predict(image[:24, :30]).shape == (24, 30)  # any size: the model pads
+    signature = pyfunc.metadata.signature
+    assert signature.inputs.inputs[0].type == np.dtype(np.uint8)
+    assert signature.inputs.inputs[0].shape == (-1, -1, 3)
+    assert signature.outputs.inputs[0].shape == (-1, -1)
+    with pytest.raises(Exception, match="shape"):  # the signature refuses a greyscale array
+        pyfunc.predict(image[..., 0])
 
 
 @pytest.mark.slow
@@ -145,7 +166,7 @@ def test_pyfunc_loads_in_a_fresh_process_from_its_own_code(
         "import json, sys, numpy as np, mlflow.pyfunc\n"
         f"m = mlflow.pyfunc.load_model('models:/{STUDENT}@challenger')\n"
         f"np.save('depth.npy', m.predict(np.load({str(tmp_path / 'image.npy')!r})))\n"
-        "print(json.dumps(sys.modules['kdplatform.tracking.pyfunc_model'].__file__))\n"
+        "print(json.dumps(sys.modules['kdplatform.tracking.model_registry'].__file__))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", script],
@@ -161,6 +182,7 @@ def test_pyfunc_loads_in_a_fresh_process_from_its_own_code(
         check=False,
     )
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "CloudPickle" not in out.stderr and "pickle" not in out.stderr.lower()
     module_file = json.loads(out.stdout.strip().splitlines()[-1])
     # The wrapper came from the code logged with the model, not from this checkout.
     assert "/code/kdplatform/" in module_file and not module_file.startswith(str(Path.cwd()))
