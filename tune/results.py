@@ -201,8 +201,10 @@ def register_best(
     with the sweep, trial, dataset, splits, protocol, val metrics and teacher version as tags; the
     test metrics (read now, after the choice) are report tags."""
     from kdplatform.data.shards import read_manifest
+    from kdplatform.eval.metrics import HEADLINE_METRICS
     from kdplatform.eval.runner import evaluate_split
     from kdplatform.tracking import model_registry
+    from kdplatform.train.jobs import registration_tags
     from kdplatform.train.launcher import latest_export
     from models.serialization import load_model
 
@@ -222,7 +224,7 @@ def register_best(
         test_metrics = sums.means()
         log(
             f"best student on {test} ({profile.protocol}, {sums.n_images} images, report only): "
-            + ", ".join(f"{k} {test_metrics[k]:.4f}" for k in ("abs_rel", "rmse", "d1"))
+            + ", ".join(f"{k} {test_metrics[k]:.4f}" for k in HEADLINE_METRICS)
         )
     val_metrics = latest_metrics(run, prefix=f"{spec.stage}/{val}/")
     uri = model_registry.log_depth_model(run, model, name="student")
@@ -232,17 +234,17 @@ def register_best(
         name,
         alias="challenger",
         tags={
+            **registration_tags(
+                base,
+                profile,
+                stage=spec.stage,
+                job=job_id,
+                val_metrics=val_metrics,
+                test_metrics=test_metrics,
+            ),
             "sweep": spec.name,
             "trial": best.trial_id,
-            "dataset": f"{profile.family}:{shards}",
-            "selection_split": val,
-            "report_split": test if test_metrics else "none",
-            "protocol": profile.protocol,
             "teacher": teacher.version if teacher else "none (cross-distillation)",
-            "stage": spec.stage,
-            "job": job_id,
-            **{f"{val}/{k}": f"{v:.6g}" for k, v in val_metrics.items()},
-            **{f"{test}/{k}": f"{v:.6g}" for k, v in test_metrics.items()},
             **{f"param.{k}": str(v) for k, v in best.params.items()},
         },
     )

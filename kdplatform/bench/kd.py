@@ -27,8 +27,6 @@ from kdplatform.config.schema import ExperimentConfig
 from kdplatform.data.shards import split_entry
 from kdplatform.train.jobs import JobContext, prepare_job, run_job, split_metrics
 
-SHOWN_METRICS = ("abs_rel", "rmse", "d1")
-
 
 @dataclass
 class KDBenchResult:

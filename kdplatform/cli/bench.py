@@ -221,8 +221,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_kd(args: argparse.Namespace) -> int:
-    from kdplatform.bench.kd import SHOWN_METRICS, run_kd_benchmark
+    from kdplatform.bench.kd import run_kd_benchmark
     from kdplatform.config.loader import dump_config, load_config
+    from kdplatform.eval.metrics import HEADLINE_METRICS
 
     cfg = load_config(args.config, args.overrides)
     tag = args.tag or time.strftime("%Y%m%d-%H%M%S")
@@ -240,7 +241,7 @@ def run_kd(args: argparse.Namespace) -> int:
         "steps each):"
     )
     for label, metrics in rows:
-        shown = "  ".join(f"{k} {metrics[k]:.4f}" for k in SHOWN_METRICS if k in metrics)
+        shown = "  ".join(f"{k} {metrics[k]:.4f}" for k in HEADLINE_METRICS if k in metrics)
         print(f"  {label:40s} {shown}")
     print(f"  abs_rel gain of KD over no KD: {100 * result.abs_rel_gain:+.1f}%")
     s = result.seconds

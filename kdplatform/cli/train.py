@@ -28,6 +28,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kdplatform.eval.metrics import HEADLINE_METRICS
     from kdplatform.train.jobs import prepare_job, run_job, split_metrics
 
     started = time.perf_counter()
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         reports[cfg.data.test_split] = ctx.test_metrics.get(stage, {})
         for split, metrics in reports.items():
             if metrics:
-                shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("abs_rel", "rmse", "d1"))
+                shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in HEADLINE_METRICS)
                 print(f"  {stage:14} {split:5} {ctx.profile.protocol}: {shown}")
     for role, version in ctx.registered.items():
         print(f"  registered {role}: {version}")

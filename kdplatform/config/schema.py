@@ -380,6 +380,55 @@ class TrackingConfig(StrictModel):
     system_metrics: bool = True
 
 
+class LatencyBudget(StrictModel):
+    """A deployment budget: the model's median CPU latency at batch 1 and this size."""
+
+    height: int = Field(ge=16)
+    width: int = Field(ge=16)
+    ms: float = Field(gt=0, description="most milliseconds a forward pass may take")
+
+
+class PromotionConfig(StrictModel):
+    """The gate in front of `<student_model>@champion` (`depthkd promote`).
+
+    Both models are evaluated now, on the same shard set, split and protocol. Relative amounts:
+    0.01 is 1 %. Metrics where higher is better (d1, d2, d3) are handled as such.
+    """
+
+    metric: str = Field("abs_rel", description="the metric the challenger must win on")
+    margin: float = Field(0.01, ge=0.0, lt=1.0, description="relative win needed on `metric`")
+    guards: dict[str, float] = Field(
+        default_factory=lambda: {"rmse": 0.02, "d1": 0.02},
+        description="metric -> most relative regression tolerated",
+    )
+    floor: dict[str, float] = Field(
+        default_factory=lambda: {"abs_rel": 1.0, "d1": 0.1},
+        description="sanity floor of a first challenger (no champion): worst value accepted",
+    )
+    split: str | None = Field(None, description="split the gate evaluates on (default: test)")
+    budget: LatencyBudget | None = None
+    retries: int = Field(
+        2, ge=0, description="comparisons again when the champion moved during one"
+    )
+
+    @model_validator(mode="after")
+    def _known_metrics(self) -> PromotionConfig:
+        from kdplatform.eval.metrics import METRIC_NAMES
+
+        named = {"promotion.metric": [self.metric]} | {
+            f"promotion.{section}": list(getattr(self, section)) for section in ("guards", "floor")
+        }
+        for where, names in named.items():
+            if unknown := [n for n in names if n not in METRIC_NAMES]:
+                raise ValueError(
+                    f"{where}: unknown metric {', '.join(unknown)} "
+                    f"(known: {', '.join(METRIC_NAMES)})"
+                )
+        if negative := [k for k, v in self.guards.items() if v < 0]:
+            raise ValueError(f"promotion.guards: negative tolerance for {', '.join(negative)}")
+        return self
+
+
 class ExperimentConfig(StrictModel):
     """One experiment, one file: data, models, the stages and how they are tracked."""
 
@@ -394,6 +443,7 @@ class ExperimentConfig(StrictModel):
     cross_distill: CrossDistillConfig = CrossDistillConfig()
     eval: EvalConfig = EvalConfig()
     tracking: TrackingConfig = TrackingConfig()
+    promotion: PromotionConfig = PromotionConfig()
     allow_test_selection: bool = Field(
         False, description="permit evaluating, early-stopping or selecting on the test split"
     )

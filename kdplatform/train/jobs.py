@@ -20,6 +20,7 @@ from kdplatform.config.schema import ExperimentConfig, depthkd_home
 from kdplatform.data.bundled import ensure_shards
 from kdplatform.data.shards import read_manifest
 from kdplatform.errors import ConfigError
+from kdplatform.eval.metrics import HEADLINE_METRICS
 from kdplatform.eval.runner import evaluate_split
 from kdplatform.locking import exclusive_lock
 from kdplatform.tracking import model_registry
@@ -167,6 +168,32 @@ def split_metrics(metrics: dict[str, float], split: str) -> dict[str, float]:
     return {k.removeprefix(prefix): float(v) for k, v in metrics.items() if k.startswith(prefix)}
 
 
+def registration_tags(
+    cfg: ExperimentConfig,
+    profile: DataProfile,
+    *,
+    stage: str,
+    job: str,
+    val_metrics: dict[str, float],
+    test_metrics: dict[str, float],
+) -> dict[str, str]:
+    """The tags every registered version carries (jobs and sweeps alike): what it was trained
+    for (`dataset` family, `protocol`), which split chose it and which one it is reported on,
+    and those metrics. The promotion gate compares only versions whose dataset and protocol
+    agree."""
+    val, test = cfg.data.eval_split, cfg.data.test_split
+    return {
+        "dataset": profile.family,
+        "protocol": profile.protocol,
+        "selection_split": val,
+        "report_split": test if test_metrics else "none",
+        "stage": stage,
+        "job": job,
+        **{f"{val}/{k}": f"{v:.6g}" for k, v in val_metrics.items()},
+        **{f"{test}/{k}": f"{v:.6g}" for k, v in test_metrics.items()},
+    }
+
+
 def _test_report(
     ctx: JobContext, result: StageResult, logger: RunLogger, log: callable
 ) -> dict[str, float]:
@@ -184,7 +211,7 @@ def _test_report(
     logger.flush()
     log(
         f"[{result.stage}] {role} on {split} ({ctx.profile.protocol}, {sums.n_images} images): "
-        + ", ".join(f"{k} {means[k]:.4f}" for k in ("abs_rel", "rmse", "d1"))
+        + ", ".join(f"{k} {means[k]:.4f}" for k in HEADLINE_METRICS)
     )
     return means
 
@@ -193,26 +220,18 @@ def _register(ctx: JobContext, result: StageResult) -> None:
     cfg = ctx.cfg
     names = {"teacher": cfg.tracking.teacher_model, "student": cfg.tracking.student_model}
     aliases = {"teacher": "acclimated", "student": "challenger"}
-    val, test = cfg.data.eval_split, cfg.data.test_split
     for role, path in result.exports.items():
         model = load_model(path)
         uri = model_registry.log_depth_model(ctx.run, model, name=f"{result.stage}_{role}")
         if not cfg.tracking.register_models:
             continue
-        reported = {f"{val}/{k}": v for k, v in split_metrics(result.metrics, val).items()} | {
-            f"{test}/{k}": v for k, v in ctx.test_metrics.get(result.stage, {}).items()
-        }
-        version = model_registry.register_model(
-            uri,
-            names[role],
-            alias=aliases[role],
-            tags={
-                "protocol": ctx.profile.protocol,
-                "selection_split": val,
-                "report_split": test if result.stage in ctx.test_metrics else "none",
-                "stage": result.stage,
-                "job": cfg.name,
-                **{k: f"{v:.6g}" for k, v in reported.items()},
-            },
+        tags = registration_tags(
+            cfg,
+            ctx.profile,
+            stage=result.stage,
+            job=cfg.name,
+            val_metrics=split_metrics(result.metrics, cfg.data.eval_split),
+            test_metrics=ctx.test_metrics.get(result.stage, {}),
         )
+        version = model_registry.register_model(uri, names[role], alias=aliases[role], tags=tags)
         ctx.registered[role] = f"{names[role]} v{version} @{aliases[role]}"
