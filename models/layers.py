@@ -46,7 +46,6 @@ def pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
     """Replicate-pads `(B, C, H, W)` at the bottom and right up to multiples of `multiple`, so any
     frame (KITTI's 375×1242) fits encoders that need divisible sizes; callers crop the output."""
     h, w = image.shape[-2:]
-    pad_h, pad_w = -h % multiple, -w % multiple
-    if pad_h == 0 and pad_w == 0:
-        return image
-    return F.pad(image, (0, pad_w, 0, pad_h), mode="replicate")
+    # no shortcut for sizes that need no padding: an exported graph (ONNX, dynamic H and W) must
+    # keep the padding arithmetic rather than the branch taken at the export size
+    return F.pad(image, (0, -w % multiple, 0, -h % multiple), mode="replicate")

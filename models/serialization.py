@@ -1,8 +1,11 @@
-"""The self-describing model file: `{"arch": ..., "state_dict": ...}` (nanoGPT style).
+"""The self-describing model file: `{"arch": ..., "state_dict": ..., "meta": ...}` (nanoGPT style).
 
 `arch` holds the kind and builder arguments (`DepthModel.arch`, `AcclimatedTeacher.arch`), so the
-file rebuilds its model with no YAML. Written atomically, read with `weights_only=True`. Training
-exports, registry artifacts and the MLflow pyfunc all use it.
+file rebuilds its model with no YAML; `meta` holds facts about how it was trained that inference
+needs, such as `input_size` (the (height, width) of the frames it was evaluated on). A loaded
+model carries `meta` as an attribute, so it survives a reload and re-save. Written atomically,
+read with `weights_only=True`. Training exports, registry artifacts and the MLflow pyfunc all use
+it.
 """
 
 from __future__ import annotations
@@ -39,8 +42,9 @@ def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return cleaned
 
 
-def model_payload(model: nn.Module) -> dict[str, Any]:
-    """`{"arch", "state_dict"}` of a (possibly wrapped) model built by `models.zoo`, on the CPU."""
+def model_payload(model: nn.Module, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`{"arch", "state_dict", "meta"}` of a (possibly wrapped) model built by `models.zoo`, on
+    the CPU; `meta` updates the model's own `meta` attribute (if any)."""
     bare = unwrap(model)
     arch = getattr(bare, "arch", None)
     if not isinstance(arch, dict) or not arch.get("kind"):
@@ -49,13 +53,18 @@ def model_payload(model: nn.Module) -> dict[str, Any]:
             hint="export models built by models.zoo (build_student, build_teacher, ...)",
         )
     state = {k: v.detach().cpu() for k, v in clean_state_dict(bare.state_dict()).items()}
-    return {"arch": arch, "state_dict": state}
+    return {"arch": arch, "state_dict": state, "meta": {**model_meta(bare), **(meta or {})}}
 
 
-def save_model(model: nn.Module, path: Path) -> Path:
-    """Writes `model_payload(model)` to `path` atomically."""
+def model_meta(model: nn.Module) -> dict[str, Any]:
+    """The `meta` a loaded model carries (empty for a model built in this process)."""
+    return dict(getattr(unwrap(model), "meta", None) or {})
+
+
+def save_model(model: nn.Module, path: Path, *, meta: dict[str, Any] | None = None) -> Path:
+    """Writes `model_payload(model, meta)` to `path` atomically."""
     buffer = io.BytesIO()
-    torch.save(model_payload(model), buffer)
+    torch.save(model_payload(model, meta), buffer)
     atomic.write_bytes(Path(path), buffer.getvalue())
     return Path(path)
 
@@ -91,4 +100,6 @@ def load_model(path: Path, *, expect: str | None = None) -> nn.Module:
         model.load_state_dict(clean_state_dict(payload["state_dict"]))
     except (KeyError, ValueError, RuntimeError, RegistryError) as exc:
         raise CheckpointError(f"{path} does not rebuild its model (arch {arch!r}): {exc}") from exc
+    meta = payload.get("meta") or {}
+    model.meta = dict(meta) if isinstance(meta, dict) else {}
     return model.eval()

@@ -24,7 +24,9 @@ Log = Callable[[str], None]
 
 
 def _named(spec: SweepConfig, name: str, **update: object) -> SweepConfig:
-    return spec.model_copy(update={"name": name, "register_best": False, **update})
+    return spec.model_copy(
+        update={"name": name, "register_best": False, "promote": False, **update}
+    )
 
 
 def _with_teacher(spec: SweepConfig, teacher: str) -> SweepConfig:

@@ -196,7 +196,7 @@ def register_best(
     *,
     parent: JobRun,
     log: Any = print,
-) -> str:
+) -> int:
     """Logs the best trial's student to its run and registers it as `<student model>@challenger`
     with the sweep, trial, dataset, splits, protocol, val metrics and teacher version as tags; the
     test metrics (read now, after the choice) are report tags."""
@@ -248,6 +248,5 @@ def register_best(
             **{f"param.{k}": str(v) for k, v in best.params.items()},
         },
     )
-    label = f"{name} v{version} @challenger"
-    log(f"registered {label}")
-    return label
+    log(f"registered {name} v{version} @challenger")
+    return version

@@ -162,6 +162,9 @@ class SweepConfig(StrictModel):
     )
     resources: TrialResources = TrialResources()
     register_best: bool = Field(True, description="register the best student as challenger")
+    promote: bool = Field(
+        False, description="then put it through the promotion gate (base config's promotion)"
+    )
 
     @model_validator(mode="after")
     def _searchable_keys(self) -> SweepConfig:
@@ -183,6 +186,12 @@ class SweepConfig(StrictModel):
             raise ValueError("searcher 'grid' needs every key to be a grid or choice")
         if self.searcher.type == "optuna" and "grid" in kinds:
             raise ValueError("searcher 'optuna' samples; use 'choice' instead of 'grid'")
+        return self
+
+    @model_validator(mode="after")
+    def _promote_needs_registration(self) -> SweepConfig:
+        if self.promote and not self.register_best:
+            raise ValueError("promote: true needs register_best: true (the gate takes a version)")
         return self
 
     def searched_keys(self) -> list[str]:

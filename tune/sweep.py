@@ -44,6 +44,7 @@ class SweepOutcome:
     best: Any = None  # the best completed TrialRecord
     best_config: Path | None = None
     registered: str | None = None
+    promotion: str | None = None  # the gate's reason, when the sweep ends with it
     parent_run_id: str | None = None
     tracking_uri: str | None = None
     seconds: float = 0.0
@@ -295,11 +296,12 @@ def _run(
         return
     marker = directory / REGISTERED_FILE
     done = json.loads(marker.read_text()) if marker.is_file() else {}
+    name = base.tracking.student_model
     if done.get("trial") == outcome.best.trial_id:  # a rerun of a finished sweep
-        outcome.registered = done["version"]
+        outcome.registered = f"{name} v{done['version']} @challenger"
         log(f"already registered: {outcome.registered}")
         return
-    outcome.registered = sweep_results.register_best(
+    version = sweep_results.register_best(
         outcome.best,
         spec,
         base,
@@ -310,7 +312,13 @@ def _run(
         parent=parent,
         log=log,
     )
-    atomic.write_json(marker, {"trial": outcome.best.trial_id, "version": outcome.registered})
+    outcome.registered = f"{name} v{version} @challenger"
+    atomic.write_json(marker, {"trial": outcome.best.trial_id, "version": version})
+    if spec.promote:
+        from kdplatform.promotion.gate import run_gate
+
+        gate = run_gate(base, candidate=str(version), log=log)
+        outcome.promotion = gate.decision.reason
 
 
 def _student_of(record: Any, base: ExperimentConfig) -> str:

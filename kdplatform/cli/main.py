@@ -14,6 +14,7 @@ from kdplatform.cli import (
     bench,
     config,
     data,
+    deploy,
     evaluate,
     models,
     promote,
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"depthkd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, train, sweep, promote, config, bench, evaluate, models):
+    for module in (data, train, sweep, promote, deploy, config, bench, evaluate, models):
         module.add_parser(commands)
     return parser
 

@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     if outcome.registered:
         print(f"  registered: {outcome.registered}")
+    if outcome.promotion:
+        print(f"  promotion gate: {outcome.promotion}")
     if outcome.best_config:
         print(
             f"  best config: {outcome.best_config} (depthkd distill --config {outcome.best_config})"

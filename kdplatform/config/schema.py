@@ -443,7 +443,7 @@ class ExperimentConfig(StrictModel):
     cross_distill: CrossDistillConfig = CrossDistillConfig()
     eval: EvalConfig = EvalConfig()
     tracking: TrackingConfig = TrackingConfig()
-    promotion: PromotionConfig = PromotionConfig()
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     allow_test_selection: bool = Field(
         False, description="permit evaluating, early-stopping or selecting on the test split"
     )

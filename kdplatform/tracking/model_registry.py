@@ -368,3 +368,31 @@ def _pip_requirements() -> list[str]:
             continue
         reqs.append(f"{dist}=={version.split('+')[0]}")  # drop local labels like +cu132
     return reqs
+
+
+def attach_export(ref: str, files: list[Path], tags: dict[str, Any]) -> str | None:
+    """Logs exported model `files` (ONNX and its data, TorchScript) to the run of the registered
+    version `ref` names (`name@alias`, `models:/name@alias`, `models:/name/<n>`) under `export/`
+    and sets `tags` on that version. Returns "name vN" or None when `ref` names no version."""
+    text = ref.removeprefix("models:/")
+    if Path(ref).exists() or ref.startswith("runs:/") or _RUN_ID.match(ref):
+        return None
+    name, sep, rest = text.partition("@") if "@" in text else text.partition("/")
+    if not sep:
+        return None
+    uri = tracking_uri()
+    client = client_for(uri)
+    try:
+        mv = (
+            client.get_model_version_by_alias(name, rest)
+            if "@" in text
+            else client.get_model_version(name, rest)
+        )
+    except MlflowException as exc:
+        raise RegistryError(f"{ref}: no such registered version") from exc
+    if mv.run_id:
+        for path in files:
+            client.log_artifact(mv.run_id, str(path), "export")
+    for key, value in tags.items():
+        client.set_model_version_tag(name, mv.version, key, str(value))
+    return f"{name} v{mv.version}"

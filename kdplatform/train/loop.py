@@ -140,6 +140,7 @@ class _Runner:
         self.strategy, self.logger = strategy, logger
         self.train_cfg = cfg.train
         self.shards = Path(job.shards)
+        self.frame_size: tuple[int, int] | None = None  # of the eval frames, for the export
 
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         amp = self.train_cfg.amp
@@ -274,6 +275,8 @@ class _Runner:
             max_batches=self.cfg.eval.max_batches,
             on_first=lambda batch, pred: grid.append((batch["image"], batch["depth"], pred)),
         ).all_reduce()
+        if grid:  # the size the exported model is documented to work at
+            self.frame_size = (int(grid[0][0].shape[-2]), int(grid[0][0].shape[-1]))
         means = {f"{split}/{k}": v for k, v in sums.means().items()}
         self._log(means, step)
         if self.logger and grid:
@@ -305,8 +308,9 @@ class _Runner:
                 },
             )
             if model is not None:
+                meta = {"input_size": list(self.frame_size)} if self.frame_size else {}
                 for role, module in self.stage.exports(model).items():
-                    save_model(module, directory / f"export_{role}.pt")
+                    save_model(module, directory / f"export_{role}.pt", meta=meta)
             if self.logger:
                 self.logger.flush()  # before the report: see RunLogger on crash windows
         checkpoint = None

@@ -1,0 +1,150 @@
+"""Exporting a student for deployment (`depthkd export`): ONNX (torch's dynamo exporter, fixed or
+dynamic H and W, the model's meta in the file's metadata) or TorchScript, then checked against
+PyTorch eager on a real image (parity in metres) and timed against it, interleaved.
+
+torch 2.14 may write an ONNX model's weights to `<file>.data` beside it: ship both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdplatform.bench.models import median_latencies_ms
+from kdplatform.inference.predictor import META_KEY, Predictor, load_predictor, torch_predictor
+from models.serialization import model_meta
+
+Format = Literal["onnx", "torchscript"]
+MAX_DYNAMIC = 4096  # largest height and width a dynamic ONNX model accepts
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    path: str
+    files: list[str]  # everything to ship (the model and, for ONNX, its external data)
+    format: str
+    opset: int | None
+    dynamic: bool
+    height: int
+    width: int
+    parity_max_abs_m: float  # on the real image, at the export size, against PyTorch eager
+    parity_other_size_m: float | None  # dynamic ONNX only: at another size
+    eager_ms: float
+    exported_ms: float
+    threads: int
+
+    @property
+    def speedup(self) -> float:
+        return self.eager_ms / self.exported_ms
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"speedup": self.speedup}
+
+
+def export_model(
+    ref: str,
+    out: Path,
+    *,
+    fmt: Format,
+    height: int,
+    width: int,
+    dynamic: bool,
+    image: np.ndarray,
+    repeats: int = 20,
+) -> ExportReport:
+    """Exports the student `ref` to `out` and measures parity and latency on `image`."""
+    eager = torch_predictor(ref)
+    model = _model_of(ref)
+    example = torch.rand(1, 3, height, width)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = model_meta(model) | {"max_depth": float(model.max_depth)}
+    opset = None
+    if fmt == "onnx":
+        opset = _export_onnx(model, example, out, dynamic=dynamic, meta=meta)
+        exported = load_predictor(str(out))
+    else:
+        traced = torch.jit.trace(model, example, check_trace=False)
+        tmp = out.with_name(f".{out.name}.tmp")
+        traced.save(str(tmp))
+        os.replace(tmp, out)
+        exported = _torchscript_predictor(out, eager)
+    fitted = _fit(image, height, width)
+    parity = _max_abs(eager, exported, fitted)
+    other = None
+    if fmt == "onnx" and dynamic:  # a size other than the export size, not a stride multiple
+        other = _max_abs(eager, exported, _fit(image, height * 3 // 4 + 5, width * 3 // 4 + 3))
+    batch = np.ascontiguousarray(fitted.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+    times = median_latencies_ms(
+        {"eager": lambda: eager.run(batch), "exported": lambda: exported.run(batch)},
+        repeats=repeats,
+        warmup=3,
+    )
+    files = [str(out)] + [str(p) for p in sorted(out.parent.glob(f"{out.name}.data"))]
+    return ExportReport(
+        path=str(out),
+        files=files,
+        format=fmt,
+        opset=opset,
+        dynamic=dynamic,
+        height=height,
+        width=width,
+        parity_max_abs_m=parity,
+        parity_other_size_m=other,
+        eager_ms=times["eager"],
+        exported_ms=times["exported"],
+        threads=torch.get_num_threads(),
+    )
+
+
+def _model_of(ref: str) -> nn.Module:
+    from kdplatform.train.jobs import load_model_reference
+
+    return load_model_reference(ref, expect="student").eval()
+
+
+def _export_onnx(
+    model: nn.Module, example: torch.Tensor, out: Path, *, dynamic: bool, meta: dict
+) -> int:
+    shapes = None
+    if dynamic:
+        h = torch.export.Dim("height", min=16, max=MAX_DYNAMIC)
+        w = torch.export.Dim("width", min=16, max=MAX_DYNAMIC)
+        shapes = {"image": {2: h, 3: w}}
+    program = torch.onnx.export(
+        model,
+        (example,),
+        dynamo=True,
+        input_names=["image"],
+        output_names=["depth"],
+        dynamic_shapes=shapes,
+    )
+    program.model.metadata_props[META_KEY] = json.dumps(meta)
+    program.save(str(out))
+    return int(program.model.opset_imports[""])
+
+
+def _torchscript_predictor(path: Path, like: Predictor) -> Predictor:
+    scripted = torch.jit.load(str(path), map_location="cpu").eval()
+
+    @torch.inference_mode()
+    def run(batch: np.ndarray) -> np.ndarray:
+        return scripted(torch.from_numpy(batch)).float().numpy()
+
+    return Predictor(run, str(path), like.input_size, None, like.max_depth)
+
+
+def _fit(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+
+
+def _max_abs(a: Predictor, b: Predictor, image: np.ndarray) -> float:
+    return float(np.abs(a.predict(image, "native") - b.predict(image, "native")).max())

@@ -1,0 +1,9 @@
+"""`python pipelines/export.py --model REF --image IMG --out FILE [--format onnx] [--dynamic]`
+= `depthkd export`."""
+
+import sys
+
+from kdplatform.cli.main import main
+
+if __name__ == "__main__":
+    sys.exit(main(["export", *sys.argv[1:]]))
