@@ -46,8 +46,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     export.add_argument("--model", required=True, help="registry reference, run id or .pt")
     export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
-    export.add_argument("--height", type=int, default=352)
-    export.add_argument("--width", type=int, default=704)
+    export.add_argument("--height", type=int, help="default: the model's training frame size")
+    export.add_argument("--width", type=int, help="default: the model's training frame size")
     export.add_argument(
         "--dynamic", action="store_true", help="ONNX with free height and width (else fixed)"
     )
@@ -87,7 +87,7 @@ def run_predict(args: argparse.Namespace) -> int:
             continue
         target = args.out / stem
         target.parent.mkdir(parents=True, exist_ok=True)
-        images.write_depth_png(target.with_suffix(".png"), depth, args.scale)
+        images.write_depth_png(target.with_name(f"{target.name}.png"), depth, args.scale)
         if not args.no_preview:
             title = f"{path.name}: {depth.min():.2f}-{depth.max():.2f} m"
             images.write_preview(
@@ -97,7 +97,7 @@ def run_predict(args: argparse.Namespace) -> int:
                 title=title,
             )
         if args.npy:
-            images.write_npy(target.with_suffix(".npy"), depth)
+            images.write_npy(target.with_name(f"{target.name}.npy"), depth)
     print(
         f"wrote {len(files) - len(failed)} depth map(s) to {args.out} "
         f"(PNG value = metres x {args.scale:g})"
@@ -121,8 +121,7 @@ def run_export(args: argparse.Namespace) -> int:
         args.model,
         args.out,
         fmt=args.format,
-        height=args.height,
-        width=args.width,
+        size=(args.height, args.width),
         dynamic=args.dynamic,
         image=read_rgb(args.image),
         repeats=args.repeats,

@@ -18,11 +18,14 @@ import torch
 from torch import nn
 
 from kdplatform.bench.models import median_latencies_ms
-from kdplatform.inference.predictor import META_KEY, Predictor, load_predictor, torch_predictor
+from kdplatform.errors import ConfigError
+from kdplatform.inference.predictor import META_KEY, Predictor, load_predictor, model_predictor
 from models.serialization import model_meta
 
 Format = Literal["onnx", "torchscript"]
 MAX_DYNAMIC = 4096  # largest height and width a dynamic ONNX model accepts
+MIN_SIZE = 16
+DEFAULT_SIZE = (352, 704)  # for a model file that does not say what it was trained at
 
 
 @dataclass(frozen=True)
@@ -53,15 +56,20 @@ def export_model(
     out: Path,
     *,
     fmt: Format,
-    height: int,
-    width: int,
+    size: tuple[int | None, int | None],
     dynamic: bool,
     image: np.ndarray,
     repeats: int = 20,
 ) -> ExportReport:
-    """Exports the student `ref` to `out` and measures parity and latency on `image`."""
-    eager = torch_predictor(ref)
+    """Exports the student `ref` to `out` and measures parity and latency on `image`, PyTorch
+    eager on the CPU like the exported model. `size` (height, width) defaults to the frame size
+    the model was trained at, else 352x704."""
     model = _model_of(ref)
+    eager = model_predictor(model, ref, device="cpu")
+    trained = model_meta(model).get("input_size") or DEFAULT_SIZE
+    height, width = (given or default for given, default in zip(size, trained, strict=True))
+    if min(height, width) < MIN_SIZE or repeats < 1:
+        raise ConfigError(f"export needs --height/--width >= {MIN_SIZE} and --repeats >= 1")
     example = torch.rand(1, 3, height, width)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = model_meta(model) | {"max_depth": float(model.max_depth)}
@@ -74,7 +82,7 @@ def export_model(
         tmp = out.with_name(f".{out.name}.tmp")
         traced.save(str(tmp))
         os.replace(tmp, out)
-        exported = _torchscript_predictor(out, eager)
+        exported = _torchscript_predictor(out, eager, (height, width))
     fitted = _fit(image, height, width)
     parity = _max_abs(eager, exported, fitted)
     other = None
@@ -130,14 +138,15 @@ def _export_onnx(
     return int(program.model.opset_imports[""])
 
 
-def _torchscript_predictor(path: Path, like: Predictor) -> Predictor:
+def _torchscript_predictor(path: Path, like: Predictor, size: tuple[int, int]) -> Predictor:
+    """A traced model keeps the shape arithmetic of the traced size: that size only."""
     scripted = torch.jit.load(str(path), map_location="cpu").eval()
 
     @torch.inference_mode()
     def run(batch: np.ndarray) -> np.ndarray:
         return scripted(torch.from_numpy(batch)).float().numpy()
 
-    return Predictor(run, str(path), like.input_size, None, like.max_depth)
+    return Predictor(run, str(path), like.input_size, size, like.max_depth)
 
 
 def _fit(image: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -84,7 +84,7 @@ def expand_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
         path = Path(text).expanduser()
         if path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-            found += [(f, f.relative_to(path).with_suffix("")) for f in files]
+            found += [(f, f.relative_to(path).with_name(f.stem)) for f in files]
         elif path.exists():
             found.append((path, Path(path.stem)))
         elif matches := sorted(Path().glob(text) if not path.is_absolute() else _glob(path)):

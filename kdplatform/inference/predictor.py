@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -62,29 +62,34 @@ class Predictor:
 def load_predictor(ref: str) -> Predictor:
     """The model behind `ref`: an `.onnx` file (ONNX Runtime), else anything
     `depthkd evaluate --model` takes (model file, `name@alias`, `models:/...`, run id)."""
-    if ref.endswith(".onnx"):
+    if ref.lower().endswith(".onnx"):
         return _onnx_predictor(Path(ref))
     return torch_predictor(ref)
 
 
 def torch_predictor(ref: str) -> Predictor:
+    from kdplatform.train.jobs import load_model_reference
+
+    return model_predictor(load_model_reference(ref, expect="student"), ref)
+
+
+def model_predictor(model: Any, source: str, *, device: str | None = None) -> Predictor:
+    """A loaded PyTorch student as a `Predictor` (on CUDA when there is one, unless `device`)."""
     import torch
 
-    from kdplatform.train.jobs import load_model_reference
     from models.serialization import model_meta
 
-    model = load_model_reference(ref, expect="student").eval()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
+    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = model.eval().to(target)
 
     @torch.inference_mode()
     def run(batch: np.ndarray) -> np.ndarray:
-        return model(torch.from_numpy(batch).to(device)).float().cpu().numpy()
+        return model(torch.from_numpy(batch).to(target)).float().cpu().numpy()
 
     size = model_meta(model).get("input_size")
     return Predictor(
         run=run,
-        source=ref,
+        source=source,
         input_size=tuple(size) if size else None,
         fixed_size=None,
         max_depth=float(model.max_depth),

@@ -92,7 +92,10 @@ def not_comparable(version: VersionInfo, evaluation: EvaluationSet) -> str | Non
     """Why `version` cannot be judged on `evaluation` (None when it can)."""
     dataset, protocol = version.tags.get("dataset"), version.tags.get("protocol")
     if dataset is None or protocol is None:
-        return f"v{version.version} has no dataset/protocol tags (not registered by depthkd)"
+        return (
+            f"v{version.version} has no dataset/protocol tags (registered before the gate "
+            "existed, or not by depthkd): set them with `mlflow` tags dataset and protocol"
+        )
     if dataset != evaluation.dataset:
         return (
             f"v{version.version} was trained for {dataset}, "
@@ -163,10 +166,16 @@ def run_gate(
             break
         with exclusive_lock(_lock_path(name), message=f"waiting for another gate on {name}"):
             now = registry.champion(name)
+            if _version(now) == challenger.version:
+                outcome.decision = Decision(
+                    False, f"v{challenger.version} was promoted by another gate meanwhile"
+                )
+                return _finish(outcome, cfg, evaluation, started, log, record=False)
             if _version(now) == _version(champion):
                 registry.move_champion(name, challenger.version)
                 outcome.promoted = True
-                break
+                # recorded under the lock: the history lists the moves in the order they happened
+                return _finish(outcome, cfg, evaluation, started, log)
         log(
             f"  the champion moved from {_label(champion)} to {_label(now)} during the comparison: "
             "comparing again"
@@ -196,20 +205,26 @@ def rollback(cfg: ExperimentConfig, version: int, reason: str, *, log: Log = pri
                 hint="newer versions become champion through the gate: "
                 "depthkd promote --candidate N",
             )
+        former = {row.get("champion") for row in registry.decision_history(name)} - {"none"}
+        if str(target.version) not in former:
+            raise RegistryError(
+                f"v{target.version} was never champion: a rollback returns to a former champion",
+                hint=f"former champions: {', '.join(sorted(f'v{v}' for v in former))}",
+            )
         registry.move_champion(name, target.version)
-    outcome = GateOutcome(
-        decision=Decision(True, f"rolled back: {reason.strip()}"),
-        challenger=target,
-        champion=current,
-        challenger_metrics=None,
-        champion_metrics=None,
-        latency_ms=None,
-        promoted=True,
-        dry_run=False,
-        run_id=None,
-        seconds=0.0,
-    )
-    return _finish(outcome, cfg, None, started, log, kind="rolled back")
+        outcome = GateOutcome(
+            decision=Decision(True, f"rolled back: {reason.strip()}"),
+            challenger=target,
+            champion=current,
+            challenger_metrics=None,
+            champion_metrics=None,
+            latency_ms=None,
+            promoted=True,
+            dry_run=False,
+            run_id=None,
+            seconds=0.0,
+        )
+        return _finish(outcome, cfg, None, started, log, kind="rolled back")
 
 
 def _finish(

@@ -64,15 +64,16 @@ def decide(
     checks = [_finite(challenger, policy)]
     if policy.budget is not None:
         checks.append(_budget(latency_ms, policy))
-    if champion is None:
+    broken = champion is not None and not _finite(champion, policy).passed
+    if champion is None or broken:  # a champion without finite metrics cannot be beaten
         checks += [_floor(m, challenger[m], limit) for m, limit in policy.floor.items()]
         passed = all(c.passed for c in checks)
         reason = (
-            "first champion: no champion yet and the sanity floor holds"
-            if passed
-            else _failed(checks)
+            "replaces a broken champion: its metrics are not finite and the sanity floor holds"
+            if broken
+            else "first champion: no champion yet and the sanity floor holds"
         )
-        return Decision(passed, reason, checks)
+        return Decision(passed, reason if passed else _failed(checks), checks)
     checks.append(_win(policy.metric, challenger, champion, policy.margin))
     checks += [_guard(m, challenger, champion, tol) for m, tol in policy.guards.items()]
     if all(c.passed for c in checks):
@@ -121,7 +122,7 @@ def _win(
     metric: str, challenger: Mapping[str, float], champion: Mapping[str, float], margin: float
 ) -> Check:
     gain = relative_gain(metric, challenger[metric], champion[metric])
-    passed = gain >= margin and gain > 0
+    passed = gain >= margin - 1e-12 and gain > 0  # a win of exactly the margin counts
     if gain <= 0:
         verdict = "not better than"
     elif passed:

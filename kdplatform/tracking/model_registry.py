@@ -375,7 +375,7 @@ def attach_export(ref: str, files: list[Path], tags: dict[str, Any]) -> str | No
     version `ref` names (`name@alias`, `models:/name@alias`, `models:/name/<n>`) under `export/`
     and sets `tags` on that version. Returns "name vN" or None when `ref` names no version."""
     text = ref.removeprefix("models:/")
-    if Path(ref).exists() or ref.startswith("runs:/") or _RUN_ID.match(ref):
+    if Path(ref).expanduser().exists() or ref.startswith("runs:/") or _RUN_ID.match(ref):
         return None
     name, sep, rest = text.partition("@") if "@" in text else text.partition("/")
     if not sep:

@@ -68,8 +68,17 @@ def _awkward_inputs(folder: Path) -> dict[str, tuple[int, int]]:
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90° clockwise to view
     Image.fromarray(_random_image(40, 60, seed=4)).save(folder / "phone.jpg", exif=exif)
+    Image.fromarray(_random_image(20, 30, seed=5)).save(folder / "clip.000001.png")
+    Image.fromarray(_random_image(20, 30, seed=6)).save(folder / "clip.000002.png")
     (folder / "broken.png").write_bytes(b"not an image at all")
-    return {"grey": (50, 70), "rgba": (33, 47), "phone": (60, 40)}
+    # dotted frame names keep their whole stem: clip.000001 and clip.000002 stay two files
+    return {
+        "grey": (50, 70),
+        "rgba": (33, 47),
+        "phone": (60, 40),
+        "clip.000001": (20, 30),
+        "clip.000002": (20, 30),
+    }
 
 
 def test_predict_writes_depth_of_each_inputs_size_and_reports_bad_files(

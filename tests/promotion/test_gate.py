@@ -231,16 +231,21 @@ def test_rollback_moves_the_champion_back_with_the_reason(
     better, worse = _pair(students, _clear_win)
     first = _register(worse)
     run_gate(cfg, log=lambda *_: None)
+    refused = _register(worse)  # the same weights: not better, never champion
+    assert not run_gate(cfg, log=lambda *_: None).promoted
     second = _register(better)
     run_gate(cfg, log=lambda *_: None)
     assert _champion(home) == second
+    with pytest.raises(RegistryError, match="was never champion"):
+        rollback(cfg, refused, "it looked fine", log=lambda *_: None)
     with pytest.raises(RegistryError, match="not earlier than the champion"):
         rollback(cfg, second, "no-op", log=lambda *_: None)
-    rollback(cfg, first, "v2 misbehaves on night frames", log=lambda *_: None)
+
+    rollback(cfg, first, "v3 misbehaves on night frames", log=lambda *_: None)
     assert _champion(home) == first
     last = decision_history(NAME)[-1]
     assert last["decision"] == "rolled back" and last["previous_champion"] == f"v{second}"
-    assert last["reason"] == "rolled back: v2 misbehaves on night frames"
+    assert last["reason"] == "rolled back: v3 misbehaves on night frames"
     out = subprocess.run(
         [sys.executable, "-m", "kdplatform.cli.main", "registry", "history", "--model", NAME],
         cwd=REPO,
@@ -251,7 +256,7 @@ def test_rollback_moves_the_champion_back_with_the_reason(
     )
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.splitlines()
-    assert lines[0] == f"{NAME}: 3 decision(s), oldest first"
+    assert lines[0] == f"{NAME}: 4 decision(s), oldest first"
     assert "rolled back" in lines[-1] and f"v{second} -> v{first}" in lines[-1]
     assert "night frames" in lines[-1]
 

@@ -79,6 +79,17 @@ def test_missing_or_nan_metrics_are_refused() -> None:
     assert not decision.promote and "not finite: abs_rel" in decision.reason
 
 
+def test_a_champion_without_finite_metrics_is_replaced_through_the_floor() -> None:
+    broken = {"abs_rel": math.nan, "rmse": 1.0, "d1": 0.7}
+    decision = decide({"abs_rel": 0.3, "rmse": 1.0, "d1": 0.5}, broken, _policy())
+    assert decision.promote and decision.reason.startswith("replaces a broken champion")
+
+
+def test_a_win_of_exactly_the_margin_counts() -> None:
+    challenger = {"abs_rel": 0.198, "rmse": 1.0, "d1": 0.7}  # 1 % better, up to float error
+    assert decide(challenger, CHAMPION, _policy(margin=0.01)).promote
+
+
 def test_the_comparison_table_lists_every_check() -> None:
     decision = decide({"abs_rel": 0.18, "rmse": 0.99, "d1": 0.71}, CHAMPION, _policy())
     table = decision.table().splitlines()
