@@ -5,6 +5,7 @@ Every MLflow call of depthkd lives in this package; the rest of the code sees `J
 data), `RunLogger` and the functions below.
 """
 
+from kdplatform.tracking import _telemetry_off  # noqa: F401  (first: before MLflow loads)
 from kdplatform.tracking.images import depth_grid
 from kdplatform.tracking.logger import RunLogger
 from kdplatform.tracking.model_registry import (
