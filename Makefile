@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.depthkd-installed
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench multinode clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not multiproc"
+
+# Two Ray nodes on this machine sharing only S3 (moto) and an MLflow server on PostgreSQL, with a
+# worker killed mid-run; needs PostgreSQL's server binaries (`bash .ci/install-services`).
+multinode: $(STAMP)
+	$(PY) -m pytest -m multinode -v tests/multinode
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

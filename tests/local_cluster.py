@@ -13,6 +13,7 @@ explicitly (to `disabled`: the cluster listens on 127.0.0.1 only and lives for o
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -151,9 +152,19 @@ def _pids_mentioning(needle: str) -> list[int]:
     return pids
 
 
-@pytest.fixture(scope="session")
-def local_ray_cluster() -> Iterator[LocalRayCluster]:
-    """A head node on free 127.0.0.1 ports with the job server; stopped (its group only) after."""
+@contextlib.contextmanager
+def ray_head(
+    *,
+    num_cpus: int = 2,
+    resources: dict[str, float] | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[LocalRayCluster]:
+    """A head node on free 127.0.0.1 ports with the job server; stopped (its group only) after.
+
+    Args:
+        resources: custom resources of the head (`--resources`).
+        env: environment of the head's processes (workers inherit it); default `ray_env()`.
+    """
     if shutil.which("ray", path=str(VENV_BIN)) is None:
         pytest.skip(f"no `ray` executable next to {sys.executable}")
     # Short path: Ray's unix sockets live under it (sun_path is limited to 107 bytes).
@@ -171,29 +182,21 @@ def local_ray_cluster() -> Iterator[LocalRayCluster]:
         "--ray-client-server-port", str(client),
         "--runtime-env-agent-port", str(runtime_env),
         "--metrics-export-port", str(metrics),
-        "--num-cpus", "2",
+        "--num-cpus", str(num_cpus),
         "--num-gpus", "0",
         "--object-store-memory", str(256 * 1024**2),
         "--temp-dir", str(temp_dir),
         "--disable-usage-stats",
     ]  # fmt: skip
-    env = ray_env()
-    head_log = temp_dir / "head.out"
-    with head_log.open("wb") as out:
-        process = subprocess.Popen(
-            command,
-            env=env,
-            cwd=temp_dir,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # own process group: teardown stops exactly this cluster
-        )
+    if resources:
+        command += ["--resources", json.dumps(resources)]
+    env = env or ray_env()
+    process = _start(command, env, temp_dir)
     cluster = LocalRayCluster(
         gcs_address=f"{HOST}:{gcs}",
         dashboard_url=f"http://{HOST}:{dashboard}",
         temp_dir=temp_dir,
-        head_log=head_log,
+        head_log=temp_dir / "node.out",
         process=process,
         env=env,
     )
@@ -203,6 +206,82 @@ def local_ray_cluster() -> Iterator[LocalRayCluster]:
     finally:
         _stop_group(process, temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def ray_worker_node(
+    head: LocalRayCluster,
+    *,
+    num_cpus: int = 2,
+    resources: dict[str, float] | None = None,
+    env: dict[str, str],
+) -> Iterator[Path]:
+    """A second node joined with `ray start --address`, with its own `--temp-dir` and its own
+    environment (workers inherit it); yields its temp dir. Returns once the head counts it."""
+    temp_dir = Path(tempfile.mkdtemp(prefix="dkd-rayw-", dir="/tmp"))
+    agent_http, agent_grpc, runtime_env, metrics = free_ports(4)
+    command = [
+        RAY, "start", "--block",
+        "--address", head.gcs_address,
+        "--node-ip-address", HOST,
+        "--dashboard-agent-listen-port", str(agent_http),
+        "--dashboard-agent-grpc-port", str(agent_grpc),
+        "--runtime-env-agent-port", str(runtime_env),
+        "--metrics-export-port", str(metrics),
+        "--num-cpus", str(num_cpus),
+        "--num-gpus", "0",
+        "--object-store-memory", str(256 * 1024**2),
+        "--temp-dir", str(temp_dir),
+        "--disable-usage-stats",
+    ]  # fmt: skip
+    if resources:
+        command += ["--resources", json.dumps(resources)]
+    process = _start(command, env, temp_dir)
+    try:
+        _wait_for_nodes(head, 2, process, temp_dir)
+        yield temp_dir
+    finally:
+        _stop_group(process, temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _start(command: list[str], env: dict[str, str], temp_dir: Path) -> subprocess.Popen:
+    with (temp_dir / "node.out").open("wb") as out:
+        return subprocess.Popen(
+            command,
+            env=env,
+            cwd=temp_dir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # own process group: teardown stops exactly this node
+        )
+
+
+def _wait_for_nodes(
+    head: LocalRayCluster, count: int, process: subprocess.Popen, temp_dir: Path
+) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        probe = head.ray_cli(
+            "list", "nodes", "--address", head.dashboard_url, "--format", "json", timeout=30
+        )
+        if probe.returncode == 0:
+            alive = [n for n in json.loads(probe.stdout) if n.get("state") == "ALIVE"]
+            if len(alive) >= count:
+                return
+        time.sleep(1.0)
+    log = (temp_dir / "node.out").read_text(errors="replace")[-3000:]
+    pytest.fail(f"the worker node did not join within {START_TIMEOUT_S:.0f} s:\n{log}")
+
+
+@pytest.fixture(scope="session")
+def local_ray_cluster() -> Iterator[LocalRayCluster]:
+    """A head node on free 127.0.0.1 ports with the job server; stopped (its group only) after."""
+    with ray_head() as cluster:
+        yield cluster
 
 
 def _wait_for_job_server(cluster: LocalRayCluster) -> None:

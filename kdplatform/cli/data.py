@@ -1,4 +1,4 @@
-"""`depthkd data synth|split|prepare|verify`: raw data to verified WebDataset shards."""
+"""`depthkd data synth|split|prepare|upload|verify`: raw data to verified WebDataset shards."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from pathlib import Path
 
 from kdplatform.config.loader import validate_options
 from kdplatform.config.schema import PrepareConfig, SynthConfig, default_workers
-from kdplatform.data.shards import prepare_shards, verify_shards
+from kdplatform.data.shards import prepare_shards, upload_shards, verify_shards
 from kdplatform.data.sources import DATASETS, build_source
 from kdplatform.data.sources.synthetic import write_synthetic
 from kdplatform.data.splitting import GROUP_BY, shared_groups, split_by_group, write_split
 from kdplatform.errors import DataError
+from kdplatform.storage import is_remote, parse_location
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -86,12 +87,26 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     prepare.add_argument("--quiet", action="store_true", help="no progress bar")
     prepare.set_defaults(run=run_prepare)
 
+    upload = sub.add_parser(
+        "upload",
+        help="copy a prepared shard dir to s3:// (what a cluster's nodes can all read)",
+        description="Copies every shard listed in manifest.json, then the manifest itself, so a "
+        "reader never sees an incomplete set. Endpoint and credentials come from the AWS "
+        "environment (AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, ... or a profile). Check the copy "
+        "with `depthkd data verify s3://...`.",
+    )
+    upload.add_argument("dir", type=Path, help="prepared shard directory")
+    upload.add_argument("url", type=_s3_url, help="target prefix, s3://bucket/prefix")
+    upload.add_argument("--quiet", action="store_true", help="no progress bar")
+    upload.set_defaults(run=run_upload)
+
     verify = sub.add_parser(
         "verify",
         help="check every shard against manifest.json (sha256, counts, decoding)",
-        description="Exits non-zero when any shard is missing, changed or undecodable.",
+        description="Exits non-zero when any shard is missing, changed or undecodable. Takes a "
+        "local directory or an s3:// prefix (its shards are downloaded one at a time).",
     )
-    verify.add_argument("dir", type=Path, help="shard directory")
+    verify.add_argument("dir", type=parse_location, help="shard directory or s3://bucket/prefix")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
     verify.set_defaults(run=run_verify)
@@ -171,6 +186,20 @@ def run_prepare(args: argparse.Namespace) -> int:
         print(f"skipped {len(report.skipped)} sample(s) (reasons in manifest.json):")
         for item in report.skipped[:10]:
             print(f"  {item['where']}: {item['reason']}")
+    return 0
+
+
+def _s3_url(value: str) -> str:
+    location = parse_location(value)
+    if not is_remote(location):
+        raise argparse.ArgumentTypeError(f"{value!r} is not an s3://bucket/prefix URL")
+    return location
+
+
+def run_upload(args: argparse.Namespace) -> int:
+    copied = upload_shards(args.dir, args.url, progress=not args.quiet)
+    print(f"uploaded {copied} file(s) from {args.dir.resolve()} → {args.url}")
+    print(f"check it with: depthkd data verify {args.url}")
     return 0
 
 

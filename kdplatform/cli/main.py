@@ -19,6 +19,7 @@ from kdplatform.cli import (
     models,
     promote,
     sweep,
+    tracking,
     train,
 )
 from kdplatform.errors import DepthKDError
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"depthkd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, train, sweep, promote, deploy, config, bench, evaluate, models):
+    for module in (data, train, sweep, promote, deploy, config, bench, evaluate, models, tracking):
         module.add_parser(commands)
     return parser
 

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from kdplatform.storage import parse_location
+
+# A local path (made absolute) or an `s3://bucket/prefix` URL: what a cluster's nodes share.
+Location = Annotated[Path | str, BeforeValidator(parse_location)]
 
 
 class StrictModel(BaseModel):
@@ -115,9 +120,9 @@ class AugmentConfig(StrictModel):
 class DataConfig(StrictModel):
     """Where the shards are and how the loader streams them."""
 
-    shards: Path | None = Field(
+    shards: Location | None = Field(
         None,
-        description="prepared shard dir; unset: the bundled synthetic set in DEPTHKD_HOME",
+        description="prepared shard dir or s3:// prefix; unset: the bundled synthetic set",
     )
     synthetic: SynthConfig = SynthConfig()
     train_split: str = "train"
@@ -132,11 +137,6 @@ class DataConfig(StrictModel):
     steps_per_epoch: int = Field(50, ge=1, description="batches per rank per epoch")
     eval_kb_crop: bool = Field(False, description="KB-crop eval frames (KITTI kb-cropped protocol)")
     augment: AugmentConfig = AugmentConfig()
-
-    @field_validator("shards")
-    @classmethod
-    def _absolute_shards(cls, value: Path | None) -> Path | None:
-        return absolute_path(value)
 
 
 class StudentConfig(StrictModel):
@@ -351,6 +351,12 @@ class TrainConfig(StrictModel):
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(1.0, gt=0, description="with use_gpu; fractions share a GPU")
+    resources: dict[str, float] = Field(
+        {}, description="custom Ray resources per worker, e.g. {depthkd_worker: 1}: node pinning"
+    )
+    placement: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="Ray placement of the workers; STRICT_SPREAD: one per node"
+    )
     strategy: Literal["ddp", "deepspeed"] = "ddp"
     zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage")
     amp: Literal["off", "bf16", "fp16"] = "off"
@@ -361,15 +367,12 @@ class TrainConfig(StrictModel):
     checkpoint_every: int = Field(50, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
     max_failures: int = Field(0, ge=-1, description="worker-group restarts; -1: unlimited")
-    storage: Path | None = Field(None, description="Ray storage; unset: $DEPTHKD_HOME/ray_results")
+    storage: Location | None = Field(
+        None, description="Ray storage (s3:// for multi-node); unset: $DEPTHKD_HOME/ray_results"
+    )
     fail_at_step: int | None = Field(
         None, ge=1, description="test hook: rank 0 kills itself at this step on the first attempt"
     )
-
-    @field_validator("storage")
-    @classmethod
-    def _absolute(cls, value: Path | None) -> Path | None:
-        return absolute_path(value)
 
 
 class TrackingConfig(StrictModel):

@@ -21,6 +21,7 @@ from kdplatform.data.sources import build_source
 from kdplatform.data.sources.synthetic import write_synthetic
 from kdplatform.errors import DataError
 from kdplatform.locking import exclusive_lock
+from kdplatform.storage import Location
 
 
 def synthetic_dir(synth: SynthConfig, home: Path) -> Path:
@@ -29,8 +30,9 @@ def synthetic_dir(synth: SynthConfig, home: Path) -> Path:
     return home / "data" / f"synthetic-{synth.layout}-{digest[:10]}"
 
 
-def ensure_shards(cfg: DataConfig, home: Path, *, progress: bool = True) -> Path:
-    """The absolute shard dir of `cfg`, generating the bundled synthetic set when none is named.
+def ensure_shards(cfg: DataConfig, home: Path, *, progress: bool = True) -> Location:
+    """The absolute shard dir (or `s3://` prefix) of `cfg`; the bundled synthetic set, generated
+    on first use, when none is named.
 
     A named shard dir must hold the train and eval splits; its test split is optional (a user may
     keep the held-out set elsewhere) but, when listed, must not be empty.
@@ -40,7 +42,7 @@ def ensure_shards(cfg: DataConfig, home: Path, *, progress: bool = True) -> Path
             bundled shard fails verification.
     """
     if cfg.shards is not None:
-        shards = cfg.shards.resolve()
+        shards = cfg.shards
         listed = read_manifest(shards)["splits"]  # DataError: no manifest
         required = [cfg.train_split, cfg.eval_split]
         for split in required + [cfg.test_split] * (cfg.test_split in listed):

@@ -19,7 +19,6 @@ import os
 import random
 from collections.abc import Iterable, Iterator
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,12 +26,27 @@ import torch
 import torch.distributed as dist
 import webdataset as wds
 
+from kdplatform import storage
 from kdplatform.config.schema import AugmentConfig, DataConfig
 from kdplatform.data import augment as aug
 from kdplatform.data.shards import decode_sample_files, shard_paths
 from kdplatform.errors import DataError
+from kdplatform.storage import Location
 
 Batch = dict[str, Any]
+
+
+def _opened(src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Pipeline stage: {url} → {url, stream} for local shards and `s3://` objects alike (each
+    loader worker opens its own streams, with its own S3 client)."""
+    for item in src:
+        yield {**item, "stream": storage.open_read(item["url"])}
+
+
+def tar_samples(src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Pipeline stage: shard URLs → raw samples (`__key__`, `__url__`, one entry per file)."""
+    files = wds.tariterators.tar_file_expander(_opened(src))
+    return wds.tariterators.group_by_keys(files)
 
 
 def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
@@ -133,12 +147,12 @@ def _augmented(raw: dict[str, Any], cfg: AugmentConfig, rng: np.random.Generator
 
 
 def train_loader(
-    shards: Path, split: str, cfg: DataConfig, *, seed: int, epoch: int = 0
+    shards: Location, split: str, cfg: DataConfig, *, seed: int, epoch: int = 0
 ) -> wds.WebLoader:
     """The training stream of one epoch: exactly `cfg.steps_per_epoch` batches on every rank.
 
     Args:
-        shards: prepared shard dir (absolute: Ray workers change directory).
+        shards: prepared shard dir (absolute: Ray workers change directory) or `s3://` prefix.
         split: split name in the manifest.
         cfg: batch size, workers, shuffle buffer, augmentation.
         seed: run seed; with `epoch`, rank and worker it keys every random choice.
@@ -150,7 +164,7 @@ def train_loader(
         wds.ResampledShards(urls, seed=seed * 100_003 + epoch, deterministic=True),
         wds.split_by_node,
         wds.split_by_worker,
-        wds.tarfile_to_samples(),
+        tar_samples,
         partial(
             _shuffle_decode_augment,
             cfg=cfg.augment,
@@ -177,7 +191,7 @@ def _decode_for_eval(raw: dict[str, Any], *, kb_crop: bool) -> dict[str, Any]:
 
 
 def eval_loader(
-    shards: Path,
+    shards: Location,
     split: str,
     cfg: DataConfig,
     *,
@@ -187,7 +201,7 @@ def eval_loader(
     """The evaluation stream of this rank: its share of the shards, each sample exactly once.
 
     Args:
-        shards: prepared shard dir.
+        shards: prepared shard dir or `s3://` prefix.
         split: split name in the manifest.
         cfg: eval batch size, workers, optional KB crop.
         rank: this rank; default from the environment or torch.distributed.
@@ -201,7 +215,7 @@ def eval_loader(
     pipeline = wds.DataPipeline(
         wds.SimpleShardList(mine),
         wds.split_by_worker,
-        wds.tarfile_to_samples(),
+        tar_samples,
         wds.map(partial(_decode_for_eval, kb_crop=cfg.eval_kb_crop)),
         wds.batched(cfg.eval_batch_size, collation_fn=collate, partial=True),
     )

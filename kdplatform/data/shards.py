@@ -18,6 +18,7 @@ import json
 import multiprocessing
 import shutil
 import tarfile
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,12 +29,13 @@ from typing import Any
 import webdataset as wds
 from tqdm import tqdm
 
-from kdplatform import __version__, atomic
+from kdplatform import __version__, atomic, storage
 from kdplatform.config.schema import PrepareConfig
 from kdplatform.data import images
 from kdplatform.data.sources.base import EncodedSample, RawSample, Source
 from kdplatform.errors import DataError
 from kdplatform.locking import exclusive_lock
+from kdplatform.storage import Location
 
 MANIFEST = "manifest.json"
 LOCK_FILE = ".prepare.lock"
@@ -65,16 +67,17 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_manifest(out: Path) -> dict[str, Any]:
-    """The manifest of a shard dir; a DataError when there is none (not a dataset)."""
-    path = out / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
+def read_manifest(out: Location) -> dict[str, Any]:
+    """The manifest of a shard dir or `s3://` prefix; a DataError when there is none."""
+    path = storage.join(out, MANIFEST)
+    if not storage.exists(path):
         raise DataError(
             f"{out} is not a prepared shard dir (no {MANIFEST})",
-            hint="run `depthkd data prepare ... --out DIR`; an interrupted prepare leaves none",
-        ) from None
+            hint="run `depthkd data prepare ... --out DIR` (and `depthkd data upload DIR s3://...`"
+            "); an interrupted prepare leaves none",
+        )
+    try:
+        manifest = json.loads(storage.read_bytes(path))
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: unreadable manifest: {exc}") from None
     if manifest.get("format") != FORMAT:
@@ -82,7 +85,7 @@ def read_manifest(out: Path) -> dict[str, Any]:
     return manifest
 
 
-def split_entry(out: Path, split: str) -> dict[str, Any]:
+def split_entry(out: Location, split: str) -> dict[str, Any]:
     """The manifest entry of one split, with a DataError listing the splits that do exist."""
     splits = read_manifest(out)["splits"]
     if split not in splits:
@@ -95,9 +98,12 @@ def split_entry(out: Path, split: str) -> dict[str, Any]:
     return entry
 
 
-def shard_paths(out: Path, split: str) -> list[Path]:
-    """Absolute paths of the shards of `split`, in manifest order."""
-    return [(out / s["name"]).resolve() for s in split_entry(out, split)["shards"]]
+def shard_paths(out: Location, split: str) -> list[Location]:
+    """The shards of `split` in manifest order: absolute paths, or URLs under an `s3://` prefix."""
+    names = [s["name"] for s in split_entry(out, split)["shards"]]
+    if storage.is_remote(out):
+        return [storage.join(out, name) for name in names]
+    return [(Path(out) / name).resolve() for name in names]
 
 
 def prepare_shards(cfg: PrepareConfig, source: Source, *, progress: bool = True) -> PrepareReport:
@@ -334,7 +340,7 @@ def _update_manifest(out: Path, split: str, entry: dict[str, Any]) -> None:
 class VerifyReport:
     """Result of `verify_shards`: per-split sample counts and every problem found."""
 
-    out: Path
+    out: Location
     checked: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
@@ -343,16 +349,22 @@ class VerifyReport:
         return not self.problems
 
 
-def verify_shards(out: Path, *, progress: bool = True) -> VerifyReport:
-    """Checks every shard of every split against the manifest and decodes every sample."""
-    out = out.resolve()
+def verify_shards(out: Location, *, progress: bool = True) -> VerifyReport:
+    """Checks every shard of every split against the manifest and decodes every sample.
+
+    Shards under an `s3://` prefix are downloaded one at a time into a temporary folder.
+    """
+    out = out if storage.is_remote(out) else Path(out).resolve()
     manifest = read_manifest(out)
     report = VerifyReport(out)
     shards = [(split, s) for split, e in manifest["splits"].items() for s in e["shards"]]
-    for split, shard in tqdm(shards, desc="verify", unit="shard", disable=not progress):
-        report.checked[split] = report.checked.get(split, 0) + _verify_shard(
-            out / shard["name"], shard, report.problems
-        )
+    with tempfile.TemporaryDirectory(prefix="depthkd-verify-") as scratch:
+        for split, shard in tqdm(shards, desc="verify", unit="shard", disable=not progress):
+            path = _local_copy(storage.join(out, shard["name"]), Path(scratch), report.problems)
+            checked = _verify_shard(path, shard, report.problems) if path else 0
+            report.checked[split] = report.checked.get(split, 0) + checked
+            if path and storage.is_remote(out):
+                path.unlink()
     for split, entry in manifest["splits"].items():
         if not entry["shards"]:
             report.problems.append(f"split {split!r}: no shards")
@@ -364,8 +376,19 @@ def verify_shards(out: Path, *, progress: bool = True) -> VerifyReport:
     return report
 
 
+def _local_copy(location: Location, scratch: Path, problems: list[str]) -> Path | None:
+    """`location` as a local file (remote shards are downloaded), None when it is missing."""
+    name = Path(str(location)).name
+    if not storage.exists(location):
+        problems.append(f"{name}: missing")
+        return None
+    if storage.is_remote(location):
+        return storage.download_file(location, scratch / name)
+    return Path(location)
+
+
 def _verify_shard(path: Path, shard: dict[str, Any], problems: list[str]) -> int:
-    """Checks one shard; appends problems; returns the number of samples that decoded."""
+    """Checks one local shard; appends problems; returns the number of samples that decoded."""
     if not path.is_file():
         problems.append(f"{path.name}: missing")
         return 0
@@ -388,6 +411,18 @@ def _verify_shard(path: Path, shard: dict[str, Any], problems: list[str]) -> int
     if len(samples) != shard["samples"]:
         problems.append(f"{path.name}: {len(samples)} samples, manifest says {shard['samples']}")
     return good
+
+
+def upload_shards(out: Path, url: str, *, progress: bool = True) -> int:
+    """Copies a prepared shard dir to an `s3://` prefix; the manifest goes last, so a reader
+    never sees a manifest whose shards are not all there. Returns the number of files copied."""
+    out = out.resolve()
+    manifest = read_manifest(out)
+    names = sorted({s["name"] for e in manifest["splits"].values() for s in e["shards"]})
+    for name in tqdm(names, desc="upload", unit="shard", disable=not progress):
+        storage.upload_file(out / name, storage.join(url, name))
+    storage.upload_file(out / MANIFEST, storage.join(url, MANIFEST))
+    return len(names) + 1
 
 
 def read_tar(path: Path) -> dict[str, dict[str, bytes]]:

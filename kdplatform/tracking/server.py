@@ -1,10 +1,15 @@
-"""A local `mlflow server` in front of the default SQLite store, for many concurrent writers.
+"""`mlflow server` for many writers: the sweep's local one, and `depthkd tracking-server`.
 
 SQLite waits for a lock and still fails with "database is locked" when several processes write at
 once or race through their first schema migration (MLflow #6490). Parallel sweep trials are such
 writers, so a sweep on the embedded default puts one server process (one worker: every write goes
 through one connection pool) on 127.0.0.1 in front of the store for its duration; clients then
 talk HTTP. With `$MLFLOW_TRACKING_URI` already set, the user's server is used as it is.
+
+A cluster runs one long-lived server (`depthkd tracking-server`): PostgreSQL behind it, artifacts
+in object storage (`--artifacts-destination s3://...`, served through the server, so clients
+need no S3 credentials), on 127.0.0.1 unless told otherwise, and with `--allowed-hosts` so that
+clients using a service name are not refused with 403 "Invalid Host header".
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from kdplatform.errors import DepthKDError
 from kdplatform.ports import HOST, free_port
@@ -55,24 +61,9 @@ def local_tracking_server(home: Path, *, log_file: Path) -> Iterator[str]:
     port = free_port()
     url = f"http://{HOST}:{port}"
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        store,
-        "--artifacts-destination",
-        str(home.resolve() / ARTIFACT_DIR),
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    # no background job runner (MLflow 3 starts a pool of huey consumers for it by default)
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    command, env = server_command(
+        store, str(home.resolve() / ARTIFACT_DIR), host=HOST, port=port, workers=1
+    )
     with log_file.open("ab") as log:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -103,6 +94,45 @@ def local_tracking_server(home: Path, *, log_file: Path) -> Iterator[str]:
                     os.environ[key] = value
     finally:
         _stop(process)
+
+
+def server_command(
+    backend: str,
+    artifacts: str,
+    *,
+    host: str = HOST,
+    port: int = 5000,
+    workers: int = 1,
+    allowed_hosts: Sequence[str] = (),
+) -> tuple[list[str], dict[str, str]]:
+    """The `mlflow server` command line and environment for a store and an artifact location.
+
+    The backend URI (it may hold a database password) travels in the environment, not on the
+    command line, where any user of the machine could read it.
+    """
+    command = [sys.executable, "-m", "mlflow", "server", "--artifacts-destination", artifacts]
+    command += ["--host", host, "--port", str(port), "--workers", str(workers)]
+    if allowed_hosts:
+        command += ["--allowed-hosts", ",".join(allowed_hosts)]
+    env = {
+        **os.environ,
+        "MLFLOW_BACKEND_STORE_URI": backend,
+        # no background job runner (MLflow 3 starts a pool of huey consumers for it by default)
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint and artifacts.startswith("s3://"):
+        env.setdefault("MLFLOW_S3_ENDPOINT_URL", endpoint)  # MLflow's own S3 artifact client
+    return command, env
+
+
+def redacted(uri: str) -> str:
+    """`uri` with any password replaced by `***`, for printing."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _stop(process: subprocess.Popen) -> None:

@@ -23,10 +23,12 @@ from kdplatform.errors import ConfigError
 from kdplatform.eval.metrics import HEADLINE_METRICS
 from kdplatform.eval.runner import evaluate_split
 from kdplatform.locking import exclusive_lock
+from kdplatform.storage import Location
 from kdplatform.tracking import model_registry
 from kdplatform.tracking.logger import RunLogger
 from kdplatform.tracking.runs import JobRun, finish_job_run, open_job_run
-from kdplatform.train.launcher import StageResult, ensure_ray, run_stage
+from kdplatform.tracking.store import tracking_uri
+from kdplatform.train.launcher import StageResult, check_shared_storage, ensure_ray, run_stage
 from kdplatform.train.profile import DataProfile, data_profile
 from kdplatform.train.stages import STAGES
 from kdplatform.train.strategy import check_strategy
@@ -37,7 +39,7 @@ from models.serialization import load_model, save_model
 class JobContext:
     cfg: ExperimentConfig
     job: str
-    shards: Path
+    shards: Location
     profile: DataProfile
     out_dir: Path
     run: JobRun | None = None
@@ -51,7 +53,7 @@ class JobContext:
         return self.cfg.data.test_split in read_manifest(self.shards)["splits"]
 
 
-def resolve_shards(cfg: ExperimentConfig, *, progress: bool = True) -> Path:
+def resolve_shards(cfg: ExperimentConfig, *, progress: bool = True) -> Location:
     """The shard dir of `cfg.data`; bundled synthetic data is generated on first use."""
     return ensure_shards(cfg.data, depthkd_home(), progress=progress)
 
@@ -119,6 +121,7 @@ def _run_job(ctx: JobContext, *, log: callable) -> JobContext:
     needs_teacher = STAGES.get(ctx.job).needs_teacher
     teacher = resolve_teacher(ctx) if needs_teacher else None
     log(f"ray: {ensure_ray()}")
+    check_shared_storage(cfg, ctx.shards, tracking_uri())
     ctx.run = open_job_run(
         experiment=cfg.tracking.experiment, job_id=cfg.name, tags={"depthkd.job": ctx.job}
     )

@@ -6,6 +6,9 @@ the final metrics and exported models.
 * The Ray run name is the job id plus the stage: running the same job id again resumes from the
   latest checkpoint in `train.storage` (default `$DEPTHKD_HOME/ray_results`).
 * Every path crossing into workers is absolute: workers run in another directory.
+* `train.storage=s3://...` (what a multi-node cluster needs: nodes share no disk) goes to Ray as
+  a pyarrow S3 filesystem with the endpoint of the AWS environment; the teacher then travels to
+  the workers as an object under that storage, never as a path of the driver's disk.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from kdplatform import storage
 from kdplatform.config.schema import ExperimentConfig, TrainConfig, depthkd_home
-from kdplatform.errors import DepthKDError
+from kdplatform.errors import ConfigError, DepthKDError
 from kdplatform.ports import HOST, free_port
 from kdplatform.tracking.runs import JobRun
+from kdplatform.tracking.store import uses_server_artifacts
 from kdplatform.train.loop import WorkerJob, train_worker
 from kdplatform.train.profile import DataProfile
 
@@ -93,21 +98,50 @@ def _start_embedded(log_to_driver: bool) -> None:
                 os.environ[name] = value
 
 
-def latest_export(storage: Path, run_name: str, role: str) -> Path | None:
-    """The exported `role` model of the newest checkpoint of Ray run `run_name` in `storage`.
+def latest_export(root: Path, run_name: str, role: str) -> Path | None:
+    """The exported `role` model of the newest checkpoint of Ray run `run_name` in local `root`.
 
     For runs whose driver may be gone before it copied the export (a Tune trial is ended as soon
     as its last evaluation reaches the scheduler).
     """
-    exports = sorted((storage / run_name).glob(f"checkpoint_*/export_{role}.pt"))
+    exports = sorted((root / run_name).glob(f"checkpoint_*/export_{role}.pt"))
     return exports[-1] if exports else None
 
 
 def _worker_resources(train: TrainConfig) -> dict[str, float]:
-    resources = {"CPU": train.cpus_per_worker}
+    resources = {"CPU": train.cpus_per_worker, **train.resources}
     if train.use_gpu:
         resources["GPU"] = train.gpus_per_worker
     return resources
+
+
+def check_shared_storage(cfg: ExperimentConfig, shards: storage.Location, tracking: str) -> None:
+    """Fails on the driver when a cluster of several nodes would get node-local paths.
+
+    Ray refuses head-local checkpoint storage for multi-node runs (ray #37177), and a worker on
+    another node cannot read the driver's shards.
+    """
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    if nodes < 2 or cfg.train.workers < 2:
+        return
+    local = {
+        key: value
+        for key, value in (("train.storage", storage_path(cfg)), ("data.shards", shards))
+        if not storage.is_remote(value)
+    }
+    if local:
+        named = ", ".join(f"{key}={value}" for key, value in local.items())
+        raise ConfigError(
+            f"this Ray cluster has {nodes} nodes, but {named} is a path on this machine only",
+            hint="put them where every node reaches them: train.storage=s3://bucket/ray_results, "
+            "data.shards=s3://bucket/shards (`depthkd data upload`)",
+        )
+    if not uses_server_artifacts(tracking):
+        raise ConfigError(
+            f"this Ray cluster has {nodes} nodes, but the tracking store {tracking} is a file "
+            "on this machine only",
+            hint="run `depthkd tracking-server` and set MLFLOW_TRACKING_URI=http://host:port",
+        )
 
 
 def _started_cluster() -> str | None:
@@ -121,15 +155,35 @@ def _started_cluster() -> str | None:
     return read_ray_address()
 
 
-def storage_path(cfg: ExperimentConfig) -> Path:
+def storage_path(cfg: ExperimentConfig) -> storage.Location:
     return cfg.train.storage or depthkd_home() / "ray_results"
+
+
+def _ray_storage(root: storage.Location) -> dict[str, Any]:
+    """`RunConfig` storage arguments for a local path or an `s3://` URL."""
+    if not storage.is_remote(root):
+        return {"storage_path": str(root)}
+    filesystem, path = storage.arrow_filesystem(str(root))
+    return {"storage_path": path, "storage_filesystem": filesystem}
+
+
+def _teacher_for_workers(teacher: Path | None, job_dir: storage.Location) -> str | None:
+    """Where workers read the teacher: the driver's file, or a copy next to the job's
+    checkpoints in remote storage (workers on other nodes cannot see the driver's disk)."""
+    if teacher is None:
+        return None
+    if not storage.is_remote(job_dir):
+        return str(Path(teacher).resolve())
+    target = storage.join(job_dir, "teacher.pt")
+    storage.upload_file(Path(teacher), target)
+    return str(target)
 
 
 def run_stage(
     cfg: ExperimentConfig,
     stage: str,
     *,
-    shards: Path,
+    shards: storage.Location,
     profile: DataProfile,
     run: JobRun | None,
     teacher: Path | None = None,
@@ -144,15 +198,16 @@ def run_stage(
         callbacks: Ray Train callbacks (a Tune trial passes its report forwarder).
     """
     started = time.perf_counter()
-    storage = storage_path(cfg)
+    root = storage_path(cfg)
     name = run_name or f"{cfg.name}-{stage}"
+    job_dir = storage.join(root, name)
     job = WorkerJob(
         stage=stage,
-        shards=str(Path(shards).resolve()),
+        shards=str(shards if storage.is_remote(shards) else Path(shards).resolve()),
         profile=profile.to_dict(),
         run=run.to_dict() if run else None,
-        teacher=str(Path(teacher).resolve()) if teacher else None,
-        job_dir=str(storage / name),
+        teacher=_teacher_for_workers(teacher, job_dir),
+        job_dir=str(job_dir),
     )
     train = cfg.train
     trainer = TorchTrainer(
@@ -162,10 +217,11 @@ def run_stage(
             num_workers=train.workers,
             use_gpu=train.use_gpu,
             resources_per_worker=_worker_resources(train) if train.workers else None,
+            placement_strategy=train.placement,
         ),
         run_config=RunConfig(
             name=name,
-            storage_path=str(storage),
+            **_ray_storage(root),
             checkpoint_config=CheckpointConfig(num_to_keep=train.keep_checkpoints),
             failure_config=FailureConfig(max_failures=train.max_failures),
             callbacks=list(callbacks) or None,

@@ -18,6 +18,9 @@ validate config → models → `prepare_model` or `deepspeed.initialize` → res
   restores an older view, and a trial resumed at its last step would otherwise end without it.
 * Metrics go to the tracking run through a buffer flushed at each checkpoint: after a crash the
   steps since the last checkpoint are logged again, so the history has no duplicates and no gaps.
+* Where the work ran: every rank names its node at start, and at the end rank 0 logs each rank's
+  node, training samples and evaluation images (`workers/<stage>.json` in the run's artifacts).
+* Shards, the teacher and the fault marker may live in `s3://` storage (multi-node clusters).
 """
 
 from __future__ import annotations
@@ -32,10 +35,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import ray
 import ray.train
 import ray.train.torch
 import torch
+import torch.distributed as dist
 
+from kdplatform import storage
 from kdplatform.config.schema import ExperimentConfig
 from kdplatform.data.loader import eval_loader, train_loader
 from kdplatform.eval.runner import evaluate_batches
@@ -64,8 +70,8 @@ class WorkerJob:
     shards: str
     profile: dict
     run: dict | None
-    teacher: str | None
-    job_dir: str  # absolute; holds the fault-injection marker
+    teacher: str | None  # a file of the driver, or an s3:// object (multi-node)
+    job_dir: str  # absolute or s3://; holds the fault-injection marker
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,8 +87,12 @@ def train_worker(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
 
+    print(
+        f"[{job.stage}] rank {rank}/{world} on node {_node_id()[:12]} (pid {os.getpid()})",
+        flush=True,
+    )
     torch.manual_seed(cfg.seed)
-    teacher = Path(job.teacher) if job.teacher else None
+    teacher = _local_file(job.teacher) if job.teacher else None
     stage = STAGES.get(job.stage).build(cfg, profile, teacher)
     model = stage.model.to(device)
     optimizer = build_optimizer(stage)
@@ -119,6 +129,19 @@ def train_worker(config: dict[str, Any]) -> None:
             logger.close()
 
 
+def _node_id() -> str:
+    """The Ray node this process runs on ("local": Ray Train's local mode, no cluster)."""
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+
+
+def _local_file(location: str) -> Path:
+    """`location` as a file of this node: an `s3://` object is downloaded to a temporary dir."""
+    if not storage.is_remote(location):
+        return Path(location)
+    scratch = Path(tempfile.mkdtemp(prefix="depthkd-teacher-"))
+    return storage.download_file(location, scratch / Path(location).name)
+
+
 def _plain(metrics: dict[str, float]) -> dict[str, float]:
     """`metrics` as Python numbers: `weights_only` loading refuses NumPy scalars."""
     return {k: v if isinstance(v, int) else float(v) for k, v in metrics.items()}
@@ -139,8 +162,10 @@ class _Runner:
         self.cfg, self.stage, self.job, self.profile = cfg, stage, job, profile
         self.strategy, self.logger = strategy, logger
         self.train_cfg = cfg.train
-        self.shards = Path(job.shards)
+        self.shards = job.shards
         self.frame_size: tuple[int, int] | None = None  # of the eval frames, for the export
+        self.train_samples = 0  # this rank's, in this attempt
+        self.eval_images = 0  # this rank's share of the last evaluation
 
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         amp = self.train_cfg.amp
@@ -197,6 +222,7 @@ class _Runner:
                 for name, value in terms.items():
                     window[name] = window.get(name, 0.0) + float(value.detach()) / accumulate
                 window_samples += batch["image"].shape[0] * world
+                self.train_samples += batch["image"].shape[0]
             strategy.optimizer_step()
             window_steps += 1
             done = step + 1
@@ -231,6 +257,32 @@ class _Runner:
                     # resumed run skips these steps as replays (see RunLogger)
                     self.logger.flush()
                 ray.train.report(report)
+        self._log_workers(rank, world)
+
+    def _log_workers(self, rank: int, world: int) -> None:
+        """Rank 0 logs where every rank ran and how much it did (a collective: all ranks call)."""
+        mine = {
+            "rank": rank,
+            "node_id": _node_id(),
+            "pid": os.getpid(),
+            "train_samples": self.train_samples,
+            "eval_images": self.eval_images,
+        }
+        records = [mine]
+        if world > 1 and dist.is_available() and dist.is_initialized():
+            records = [None] * world
+            dist.all_gather_object(records, mine)
+        if rank != 0:
+            return
+        for r in records:
+            print(
+                f"[{self.stage.name}] rank {r['rank']} on node {r['node_id'][:12]}: "
+                f"{r['train_samples']} training samples in this attempt, {r['eval_images']} "
+                f"{self.cfg.data.eval_split} images in the last evaluation",
+                flush=True,
+            )
+        if self.logger:
+            self.logger.log_dict({"workers": records}, f"workers/{self.stage.name}.json")
 
     def _eval_round(self, step: int) -> int:
         """Evaluations done by `step`: a progress counter that a resumed run continues (Tune's
@@ -247,11 +299,10 @@ class _Runner:
         """Test hook: rank 0 dies at `fail_at_step` once per job (a marker file remembers)."""
         if self.train_cfg.fail_at_step != step or rank != 0:
             return
-        marker = Path(self.job.job_dir) / FAULT_MARKER
-        if marker.exists():
+        marker = storage.join(self.job.job_dir, FAULT_MARKER)
+        if storage.exists(marker):
             return
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(f"killed at step {step}\n")
+        storage.write_bytes(marker, f"killed at step {step}\n".encode())
         print(f"[{self.stage.name}] fault injection: rank 0 exits at step {step}", flush=True)
         os._exit(1)
 
@@ -266,7 +317,7 @@ class _Runner:
         model.eval()
         split, grid = self.cfg.data.eval_split, []
         stream = eval_loader(self.shards, split, self.cfg.data, rank=rank, world_size=world)
-        sums = evaluate_batches(
+        local = evaluate_batches(
             lambda x: self.stage.predict(model, x),
             stream,
             self.profile.protocol,
@@ -274,7 +325,9 @@ class _Runner:
             device=device,
             max_batches=self.cfg.eval.max_batches,
             on_first=lambda batch, pred: grid.append((batch["image"], batch["depth"], pred)),
-        ).all_reduce()
+        )
+        self.eval_images = local.n_images + local.n_skipped
+        sums = local.all_reduce()
         if grid:  # the size the exported model is documented to work at
             self.frame_size = (int(grid[0][0].shape[-2]), int(grid[0][0].shape[-1]))
         means = {f"{split}/{k}": v for k, v in sums.means().items()}

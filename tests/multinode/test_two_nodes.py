@@ -1,0 +1,221 @@
+"""A 2-worker distillation across two Ray nodes that share only S3 and the tracking server, with
+the worker on the second node SIGKILLed mid-run (`make multinode` runs this file)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kdplatform import storage
+from kdplatform.config.schema import PrepareConfig
+from kdplatform.data.shards import prepare_shards, read_manifest
+from kdplatform.data.sources import build_source
+from kdplatform.data.sources.synthetic import write_synthetic
+from tests.local_cluster import REPO_ROOT
+from tests.multinode.conftest import WORKER_RESOURCE, Scaleout
+
+pytestmark = [pytest.mark.multinode, pytest.mark.slow, pytest.mark.ray, pytest.mark.timeout(900)]
+
+JOB = "scaleout"
+DISTILL_STEPS, LOG_EVERY, CHECKPOINT_EVERY = 40, 2, 5
+JOB_TIMEOUT_S = 600
+SHARD_SIZE = 3  # several val shards: each rank evaluates its own
+
+
+def _prepare(work: Path) -> Path:
+    """Synthetic NYU-like frames (64×96) as train/val/test shards of SHARD_SIZE samples."""
+    raw, out = work / "raw", work / "shards"
+    write_synthetic("nyu", raw, 40, 0, val_fraction=0.2, height=64, width=96, progress=False)
+    for split in ("train", "val", "test"):
+        cfg = PrepareConfig(
+            dataset="nyu",
+            root=raw / "sync",
+            split_file=raw / "splits" / f"{split}.txt",
+            split=split,
+            out=out,
+            shard_size=SHARD_SIZE,
+            workers=1,
+        )
+        prepare_shards(cfg, build_source(cfg), progress=False)
+    return out
+
+
+def _cli(scaleout: Scaleout, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "kdplatform.cli.main", *args],
+        env=scaleout.client_env(scaleout.homes["head"]),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _job_config(scaleout: Scaleout, shards: str) -> dict:
+    return {
+        "name": JOB,
+        "data": {
+            "shards": shards,
+            "batch_size": 2,
+            "eval_batch_size": 4,
+            "num_workers": 0,
+            "shuffle_buffer": 8,
+            "steps_per_epoch": 10,
+            "augment": {"rotation_deg": 0, "crop": None},
+        },
+        "model": {
+            "student": {"name": "mobilenetv2_050", "decoder_channels": [8, 8, 16, 16]},
+            "teacher": {"name": "swin_micro"},
+        },
+        "train": {
+            "workers": 2,
+            "resources": {WORKER_RESOURCE: 1},
+            "placement": "STRICT_SPREAD",
+            "log_every": LOG_EVERY,
+            "eval_every": 20,
+            "checkpoint_every": CHECKPOINT_EVERY,
+            "max_failures": 2,
+            "storage": f"{scaleout.bucket}/ray_results",
+        },
+        "acclimate": {"steps": 4},
+        "distill": {"steps": DISTILL_STEPS},
+        "tracking": {"experiment": "scaleout", "system_metrics": False},
+    }
+
+
+def _train_worker_on(home: Path) -> int | None:
+    """The pid of the Ray Train worker whose node has `$DEPTHKD_HOME=home` (nodes are told apart
+    by the environment their processes inherit)."""
+    needle = f"DEPTHKD_HOME={home}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            if b"RayTrainWorker" in cmdline and needle in (entry / "environ").read_bytes().split(
+                b"\0"
+            ):
+                return int(entry.name)
+        except OSError:
+            continue
+    return None
+
+
+def _wait_for_checkpoint(url: str, driver: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if driver.poll() is not None:
+            pytest.fail(f"the job ended before its first checkpoint:\n{log.read_text()[-4000:]}")
+        if any("checkpoint_" in key for key, _ in storage.list_keys(url)):
+            return
+        time.sleep(0.5)
+    pytest.fail(f"no distill checkpoint in {url}:\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="module")
+def shards(scaleout: Scaleout) -> str:
+    """Shards prepared on the head's disk, uploaded and verified in S3: jobs read only S3."""
+    local = _prepare(scaleout.work)
+    url = f"{scaleout.bucket}/shards"
+    upload = _cli(scaleout, "data", "upload", str(local), url, "--quiet")
+    assert upload.returncode == 0, upload.stderr
+    verify = _cli(scaleout, "data", "verify", url, "--quiet")
+    assert verify.returncode == 0 and "OK" in verify.stdout, verify.stdout + verify.stderr
+    return url
+
+
+def test_node_local_storage_fails_on_the_driver(scaleout: Scaleout, shards: str) -> None:
+    config = _job_config(scaleout, shards)
+    del config["train"]["storage"]  # default: the driver's $DEPTHKD_HOME/ray_results
+    path = scaleout.work / "local-storage.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = _cli(scaleout, "distill", "--config", str(path), "--quiet")
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr
+    assert "this Ray cluster has 2 nodes, but train.storage=" in result.stderr
+    assert "hint: put them where every node reaches them" in result.stderr
+    assert "RayTrainWorker" not in result.stdout  # no worker started
+
+
+def test_distillation_across_two_nodes_survives_a_killed_worker(
+    scaleout: Scaleout, shards: str
+) -> None:
+    val_images = read_manifest(shards)["splits"]["val"]["num_samples"]
+
+    config = scaleout.work / "job.yaml"
+    config.write_text(yaml.safe_dump(_job_config(scaleout, shards)))
+    log = scaleout.work / "driver.log"
+    with log.open("w") as out:
+        driver = subprocess.Popen(
+            [sys.executable, "pipelines/distill.py", "--config", str(config), "--quiet"],
+            env=scaleout.client_env(scaleout.homes["head"]),
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_for_checkpoint(f"{scaleout.bucket}/ray_results/{JOB}-distill", driver, log)
+        victim = _train_worker_on(scaleout.homes["worker"])
+        assert victim is not None, "no Ray Train worker runs on the second node"
+        os.kill(victim, signal.SIGKILL)
+        rc = driver.wait(timeout=JOB_TIMEOUT_S)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    output = log.read_text()
+    assert rc == 0, output[-6000:]
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=scaleout.tracking.uri)
+    run = client.search_runs(
+        [client.get_experiment_by_name("scaleout").experiment_id],
+        filter_string=f"tags.`depthkd.job_id` = '{JOB}'",
+    )
+    assert len(run) == 1, output[-3000:]
+    run = run[0]
+    assert run.info.status == "FINISHED"
+    # each step logged once although the steps since the last checkpoint ran twice
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "distill/train/loss")]
+    assert steps == list(range(LOG_EVERY, DISTILL_STEPS + 1, LOG_EVERY))
+
+    # both nodes did work; evaluation saw every val image exactly once across them; the worker
+    # group after the restart is a new one (the killed process is not in it)
+    workers = json.loads(
+        Path(
+            client.download_artifacts(run.info.run_id, "workers/distill.json", str(scaleout.work))
+        ).read_text()
+    )["workers"]
+    assert len({w["node_id"] for w in workers}) == 2
+    assert all(w["train_samples"] > 0 and w["eval_images"] > 0 for w in workers)
+    assert sum(w["eval_images"] for w in workers) == val_images
+    assert victim not in {w["pid"] for w in workers}
+
+    # checkpoints and the teacher handed to the workers live in S3, not on either node's disk
+    keys = [key for key, _ in storage.list_keys(f"{scaleout.bucket}/ray_results")]
+    assert any(k.startswith(f"{JOB}-distill/checkpoint_") for k in keys)
+    assert f"{JOB}-distill/teacher.pt" in keys
+    for home in scaleout.homes.values():
+        assert not (home / "ray_results").exists()
+
+    # the run and the registered student are in the PostgreSQL-backed server
+    version = client.get_model_version_by_alias("depthkd-student", "challenger")
+    assert version.run_id == run.info.run_id
+    import psycopg
+
+    with psycopg.connect(
+        host="127.0.0.1", port=scaleout.postgres.port, user="depthkd", dbname="mlflow"
+    ) as conn:
+        (count,) = conn.execute(
+            "SELECT count(*) FROM runs WHERE run_uuid = %s", (run.info.run_id,)
+        ).fetchone()
+    assert count == 1
