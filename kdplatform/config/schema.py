@@ -314,7 +314,8 @@ class DistillConfig(StageConfig):
     STAGE: ClassVar[str] = "distill"
     losses: dict[str, float] = _objective("distill")
     teacher: str | None = Field(
-        None, description="acclimated teacher: registry name@alias, run id or checkpoint path"
+        None,
+        description="acclimated teacher: registry name@alias, run id, checkpoint path or s3:// URL",
     )
     acclimate_first: bool = Field(True, description="no teacher given: run acclimation first")
 

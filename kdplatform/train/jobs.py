@@ -9,12 +9,14 @@ every exported model is evaluated once on the held-out test split: that report i
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
 
+from kdplatform import storage
 from kdplatform.config.loader import dump_config
 from kdplatform.config.schema import ExperimentConfig, depthkd_home
 from kdplatform.data.bundled import ensure_shards
@@ -83,7 +85,12 @@ def prepare_job(cfg: ExperimentConfig, job: str, *, progress: bool = True) -> Jo
 
 
 def load_model_reference(ref: str, *, expect: str | None = None) -> nn.Module:
-    """A model from a file exported by training, a registered model or a run id."""
+    """A model from a file exported by training (local or `s3://`), a registered model or a run
+    id."""
+    if storage.is_remote(ref):
+        with tempfile.TemporaryDirectory(prefix="depthkd-model-") as scratch:
+            path = storage.download_file(ref, Path(scratch) / "model.pt")
+            return load_model(path, expect=expect)
     path = Path(ref).expanduser()
     if path.exists():
         return load_model(path, expect=expect)
@@ -97,7 +104,7 @@ def resolve_teacher(ctx: JobContext) -> Path | None:
         return None
     path = Path(ref).expanduser()
     model = load_model_reference(ref, expect="teacher")  # fails on the driver, not in workers
-    if path.exists():
+    if not storage.is_remote(ref) and path.exists():
         return path.resolve()
     if getattr(model, "arch", {}).get("kind") != "acclimated_teacher":
         raise ConfigError(f"distill.teacher {ref!r} is not an acclimated teacher")

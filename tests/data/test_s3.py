@@ -99,3 +99,23 @@ def test_locations_in_configs() -> None:
         TrainConfig(storage="gs://b/x")
     with pytest.raises(ValueError, match="names no bucket"):
         DataConfig(shards="s3:///x")
+
+
+def test_a_model_file_in_s3_is_a_model_reference(bucket, tmp_path: Path) -> None:
+    import torch
+
+    from kdplatform.config.schema import StudentConfig
+    from kdplatform.train.jobs import load_model_reference
+    from models.serialization import save_model
+    from models.zoo import build_student
+
+    student = build_student(
+        StudentConfig(name="mobilenetv2_050", decoder_channels=[8, 8, 16, 16]), max_depth=10.0
+    )
+    url = f"{bucket}/models/student.pt"
+    storage.upload_file(save_model(student, tmp_path / "student.pt"), url)
+    loaded = load_model_reference(url, expect="student")
+    for name, tensor in student.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    with pytest.raises(DataError, match=r"absent.pt: (NoSuchKey|404)"):
+        load_model_reference(f"{bucket}/models/absent.pt")

@@ -19,6 +19,7 @@ import pytest
 
 from tests import services
 from tests.local_cluster import LocalRayCluster, ray_env, ray_head, ray_worker_node
+from tests.services import required
 
 BUCKET = "depthkd"
 WORKER_RESOURCE = "depthkd_worker"
@@ -56,13 +57,12 @@ def scaleout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scaleout]:
         tracking = stack.enter_context(services.tracking_server(work, pg, s3, bucket))
         node_env = {role: ray_env(**s3.env, DEPTHKD_HOME=str(home)) for role, home in homes.items()}
         head = stack.enter_context(
-            ray_head(resources={WORKER_RESOURCE: 1, "node_head": 1}, env=node_env["head"])
+            required(ray_head(resources={WORKER_RESOURCE: 1, "node_head": 1}, env=node_env["head"]))
         )
-        stack.enter_context(
-            ray_worker_node(
-                head, resources={WORKER_RESOURCE: 1, "node_worker": 1}, env=node_env["worker"]
-            )
+        worker = ray_worker_node(
+            head, resources={WORKER_RESOURCE: 1, "node_worker": 1}, env=node_env["worker"]
         )
+        stack.enter_context(required(worker))
         # in-process S3 calls of the tests reach the same server
         stack.enter_context(mock.patch.dict(os.environ, s3.env))
         yield Scaleout(work, s3, bucket, tracking, pg, head, homes)
