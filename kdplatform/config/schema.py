@@ -8,6 +8,7 @@ that silently does nothing. Configs cross process boundaries (Ray workers) as pl
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -71,6 +72,17 @@ class PrepareConfig(StrictModel):
     focal: float | None = Field(None, gt=0, description="folder: focal length in pixels")
     subset: Literal["train", "test"] | None = Field(None, description="nyu-mat: index list")
     depth_field: Literal["rawDepths", "depths"] = "rawDepths"
+
+    @field_validator("root", "out", "split_file", "gt_root", mode="before")
+    @classmethod
+    def _local(cls, value: Any) -> Any:
+        # a URL (argparse's Path type already folded "s3://b" to "s3:/b")
+        if value is not None and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", str(value)):
+            raise ValueError(
+                "prepare reads and writes local files, not URLs: prepare into a directory, "
+                "then `depthkd data upload DIR s3://bucket/prefix`"
+            )
+        return value
 
     @field_validator("root", "out", "split_file", "gt_root")
     @classmethod

@@ -119,3 +119,12 @@ def test_a_model_file_in_s3_is_a_model_reference(bucket, tmp_path: Path) -> None
         assert torch.equal(loaded.state_dict()[name], tensor), name
     with pytest.raises(DataError, match=r"absent.pt: (NoSuchKey|404)"):
         load_model_reference(f"{bucket}/models/absent.pt")
+
+
+def test_prepare_refuses_to_write_to_s3_and_names_the_way(tmp_path: Path, capsys) -> None:
+    from kdplatform.cli.main import main
+
+    argv = ["data", "prepare", "--dataset", "nyu", "--root", str(tmp_path), "--split", "train"]
+    argv += ["--split-file", str(tmp_path / "train.txt")]
+    assert main([*argv, "--out", "s3://bucket/shards"]) == 2
+    assert "depthkd data upload DIR s3://bucket/prefix" in capsys.readouterr().err

@@ -15,43 +15,21 @@ import pytest
 import yaml
 
 from kdplatform import storage
-from kdplatform.config.schema import PrepareConfig
-from kdplatform.data.shards import prepare_shards, read_manifest
-from kdplatform.data.sources import build_source
-from kdplatform.data.sources.synthetic import write_synthetic
+from kdplatform.data.shards import read_manifest
+from kdplatform.devcluster.cluster import WORKER_RESOURCE, DevCluster, synthetic_shards
 from tests.local_cluster import REPO_ROOT
-from tests.multinode.conftest import WORKER_RESOURCE, Scaleout
 
 pytestmark = [pytest.mark.multinode, pytest.mark.slow, pytest.mark.ray, pytest.mark.timeout(900)]
 
 JOB = "scaleout"
 DISTILL_STEPS, LOG_EVERY, CHECKPOINT_EVERY = 40, 2, 5
 JOB_TIMEOUT_S = 600
-SHARD_SIZE = 3  # several val shards: each rank evaluates its own
 
 
-def _prepare(work: Path) -> Path:
-    """Synthetic NYU-like frames (64×96) as train/val/test shards of SHARD_SIZE samples."""
-    raw, out = work / "raw", work / "shards"
-    write_synthetic("nyu", raw, 40, 0, val_fraction=0.2, height=64, width=96, progress=False)
-    for split in ("train", "val", "test"):
-        cfg = PrepareConfig(
-            dataset="nyu",
-            root=raw / "sync",
-            split_file=raw / "splits" / f"{split}.txt",
-            split=split,
-            out=out,
-            shard_size=SHARD_SIZE,
-            workers=1,
-        )
-        prepare_shards(cfg, build_source(cfg), progress=False)
-    return out
-
-
-def _cli(scaleout: Scaleout, *args: str) -> subprocess.CompletedProcess:
+def _cli(scaleout: DevCluster, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "kdplatform.cli.main", *args],
-        env=scaleout.client_env(scaleout.homes["head"]),
+        env=scaleout.client_env(),
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -60,7 +38,7 @@ def _cli(scaleout: Scaleout, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def _job_config(scaleout: Scaleout, shards: str) -> dict:
+def _job_config(scaleout: DevCluster, shards: str) -> dict:
     return {
         "name": JOB,
         "data": {
@@ -122,9 +100,9 @@ def _wait_for_checkpoint(url: str, driver: subprocess.Popen, log: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def shards(scaleout: Scaleout) -> str:
+def shards(scaleout: DevCluster) -> str:
     """Shards prepared on the head's disk, uploaded and verified in S3: jobs read only S3."""
-    local = _prepare(scaleout.work)
+    local = synthetic_shards(scaleout.work)
     url = f"{scaleout.bucket}/shards"
     upload = _cli(scaleout, "data", "upload", str(local), url, "--quiet")
     assert upload.returncode == 0, upload.stderr
@@ -133,7 +111,7 @@ def shards(scaleout: Scaleout) -> str:
     return url
 
 
-def test_node_local_storage_fails_on_the_driver(scaleout: Scaleout, shards: str) -> None:
+def test_node_local_storage_fails_on_the_driver(scaleout: DevCluster, shards: str) -> None:
     config = _job_config(scaleout, shards)
     del config["train"]["storage"]  # default: the driver's $DEPTHKD_HOME/ray_results
     path = scaleout.work / "local-storage.yaml"
@@ -146,7 +124,7 @@ def test_node_local_storage_fails_on_the_driver(scaleout: Scaleout, shards: str)
 
 
 def test_distillation_across_two_nodes_survives_a_killed_worker(
-    scaleout: Scaleout, shards: str
+    scaleout: DevCluster, shards: str
 ) -> None:
     val_images = read_manifest(shards)["splits"]["val"]["num_samples"]
 
@@ -156,7 +134,7 @@ def test_distillation_across_two_nodes_survives_a_killed_worker(
     with log.open("w") as out:
         driver = subprocess.Popen(
             [sys.executable, "pipelines/distill.py", "--config", str(config), "--quiet"],
-            env=scaleout.client_env(scaleout.homes["head"]),
+            env=scaleout.client_env(),
             cwd=REPO_ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
