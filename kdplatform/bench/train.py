@@ -21,6 +21,8 @@ apart: it is paid once per stage, not per step.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import shutil
 import statistics
@@ -68,6 +70,7 @@ class StepTiming:
     final_loss: float
     threads: int
     niceness: int  # of the process that ran the steps (Ray starts workers at 15 by default)
+    peak_memory_bytes: int = 0  # CUDA only: max_memory_allocated over the timed steps
 
 
 @dataclass
@@ -119,33 +122,52 @@ def timed_steps(
     teacher: Path,
     settings: TrainBenchSettings,
     prepare: Callable[[nn.Module], nn.Module],
+    *,
+    device: str = "cpu",
+    amp: torch.dtype | None = None,
+    channels_last: bool = False,
 ) -> StepTiming:
     """Builds the stage, wraps its model with `prepare` and runs `warmup + steps` steps.
 
-    Each step is what the worker loop does for one micro-batch without accumulation or AMP:
-    stage hook, forward + losses, backward, per-term floats (the loop's logging window), gradient
-    clipping, optimizer and scheduler step.
+    Each step is what the worker loop does for one micro-batch without accumulation: stage hook,
+    forward + losses (under `amp` autocast when given, as the loop's `train.amp`), backward,
+    per-term floats (the loop's logging window), gradient clipping, optimizer and scheduler step.
+    On `device` "cuda" the clock waits for the GPU and the peak memory of the timed steps is kept;
+    `channels_last` puts the student and the batch's images in that memory format (the stage moves
+    the frozen teacher to the batch's device itself, as in a job).
     """
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
+    cuda = torch.device(device).type == "cuda"
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     try:
         stage = build_distill_stage(cfg, teacher, settings.seed)
-        model = stage.model
+        model = stage.model.to(device, memory_format=memory_format)
         wrapped = prepare(model)
         optimizer = build_optimizer(stage)
         scheduler = poly_scheduler(
             optimizer, total=settings.warmup + settings.steps, cfg=stage.cfg.optim
         )
-        batch = make_batch(settings)
+        batch = {k: v.to(device) for k, v in make_batch(settings).items()}
+        batch["image"] = batch["image"].contiguous(memory_format=memory_format)
         grad_clip = cfg.train.grad_clip
+        autocast = (
+            functools.partial(torch.autocast, device_type=torch.device(device).type, dtype=amp)
+            if amp is not None
+            else contextlib.nullcontext
+        )
         wrapped.train()
         window: dict[str, float] = {}
         start = time.perf_counter()
         for index in range(settings.warmup + settings.steps):
             if index == settings.warmup:
+                if cuda:
+                    torch.cuda.synchronize(device)
+                    torch.cuda.reset_peak_memory_stats(device)
                 start = time.perf_counter()
             stage.on_step(wrapped, index)
-            terms = stage.step(wrapped, batch, index)
+            with autocast():
+                terms = stage.step(wrapped, batch, index)
             terms["loss"].backward()
             for name, value in terms.items():
                 window[name] = float(value.detach())
@@ -154,6 +176,8 @@ def timed_steps(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
+        if cuda:
+            torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
         return StepTiming(
             seconds=seconds,
@@ -161,6 +185,7 @@ def timed_steps(
             final_loss=window["loss"],
             threads=torch.get_num_threads(),
             niceness=os.nice(0),
+            peak_memory_bytes=torch.cuda.max_memory_allocated(device) if cuda else 0,
         )
     finally:
         torch.set_num_threads(previous_threads)

@@ -1,6 +1,8 @@
-"""`depthkd bench loader|train|kd|asha|trial-overhead`: benchmarks whose figures go into closing
-notes.
+"""`depthkd bench all|loader|train|kd|asha|trial-overhead`: benchmarks whose figures go into
+closing notes.
 
+* `all`: one suite of the benchmarks below plus S3, latency, ONNX and GPU rows, written to
+  `benchmarks/results/<date>-<host>.{json,md}` (`kdplatform.bench.suite`).
 * `loader`: shard loader vs per-file baseline, plus `data prepare` time.
 * `train`: platform overhead, the distill step in a plain PyTorch loop vs through Ray Train.
 * `kd`: the same student with and without distillation on one config, through the real jobs.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -58,9 +61,71 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     loader.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     loader.set_defaults(run=run_loader)
+    _add_all_parser(sub)
     _add_train_parser(sub)
     _add_kd_parser(sub)
     _add_sweep_parsers(sub)
+
+
+def _add_all_parser(sub: argparse._SubParsersAction) -> None:
+    from kdplatform.bench.suite import DEFAULT_OUT
+
+    rows = "loader_local, loader_s3, latency, train, onnx, nodes, asha, gpu"
+    suite = sub.add_parser(
+        "all",
+        help="every benchmark in one run: JSON + Markdown result with the machine",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""Runs the benchmark rows below one after the other, each comparing a baseline
+and a candidate measured side by side in alternating passes, and writes
+<out>/<YYYY-MM-DD>-<hostname>.json and .md (a --quick run adds -quick) with the machine (CPU,
+cores, RAM, OS, Python, library versions, GPU). One line per row is printed as it finishes
+(what the benchmarks print goes to $DEPTHKD_HOME/bench/logs/<row>.log), then the table.
+
+  loader_local  shard loader vs per-file loader on local disk (bench loader), samples/s
+  loader_s3     the same two loaders reading from one S3 endpoint: --s3, else a local moto
+                server; skipped without either
+  latency       student vs teacher, CPU, batch 1, ms/image (models describe)
+  train         distill step through Ray Train vs a plain loop (bench train)
+  onnx          student ONNX Runtime vs PyTorch eager, CPU (depthkd export)
+  nodes         1 worker on 1 node vs 2 workers on 2 Ray nodes of the dev cluster (moto S3,
+                tracking server on PostgreSQL); skipped without PostgreSQL or moto
+  asha          ASHA vs full budget: the newest <out>/asha-*.json (bench asha --json), or --asha
+  gpu           distill step at 352x704, batch 8, bf16: plain, channels_last, torch.compile,
+                both (--gpu, CUDA only)
+
+Models: latency, onnx and gpu use the student and teacher of configs/kitti.yaml and nyu.yaml
+(the schema defaults), train uses the demo config; --config sets both, --quick uses the demo's.
+A full run takes about 8 minutes on 2 cores.""",
+    )
+    suite.add_argument(
+        "--quick", action="store_true", help="small sizes and counts (1-2 minutes on 2 cores)"
+    )
+    suite.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="result folder (default: benchmarks/results)"
+    )
+    suite.add_argument("--only", metavar="ROW,ROW", help=f"run only these rows ({rows})")
+    suite.add_argument(
+        "--s3",
+        metavar="URL",
+        help="s3://bucket/prefix to benchmark against, with the AWS environment as it is "
+        "(AWS_ENDPOINT_URL_S3, credentials); what is uploaded is deleted afterwards",
+    )
+    suite.add_argument("--asha", action="store_true", help="run bench asha now (~30 min)")
+    suite.add_argument(
+        "--asha-json", type=Path, help="a bench asha --json result to report (default: the newest)"
+    )
+    suite.add_argument("--gpu", action="store_true", help="run the GPU row (needs CUDA)")
+    suite.add_argument("--config", type=Path, help="experiment YAML giving student and teacher")
+    suite.add_argument(
+        "--workers", type=int, default=default_workers(), help="loader worker processes"
+    )
+    suite.add_argument(
+        "--threads",
+        type=int,
+        default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1,
+        help="torch threads of the train and gpu rows (default: all cores)",
+    )
+    suite.set_defaults(run=run_all)
 
 
 def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
@@ -174,6 +239,53 @@ def run_loader(args: argparse.Namespace) -> int:
     )
     if args.json:
         atomic.write_json(args.json, result.to_dict())
+    return 0
+
+
+def run_all(args: argparse.Namespace) -> int:
+    from kdplatform import storage
+    from kdplatform.bench.suite import FULL, QUICK, SuiteContext, run_suite, selected_rows
+    from kdplatform.cli import EXIT_ERROR
+    from kdplatform.config.loader import load_config
+    from kdplatform.config.schema import ModelConfig
+
+    if args.s3 is not None and not (storage.is_remote(args.s3) and storage.split_url(args.s3)[0]):
+        raise ConfigError(f"--s3 {args.s3!r}: expected s3://bucket/prefix")
+    for option in ("workers", "threads"):
+        if getattr(args, option) < 1:
+            raise ConfigError(f"--{option}: must be at least 1 (got {getattr(args, option)})")
+    only = [name.strip() for name in (args.only or "").split(",") if name.strip()]
+    specs = selected_rows(only)
+    train_cfg = load_config(args.config or DEFAULT_CONFIG, [])
+    models = train_cfg.model if args.config or args.quick else ModelConfig()
+    ctx = SuiteContext(
+        sizes=QUICK if args.quick else FULL,
+        quick=args.quick,
+        work=depthkd_home() / "bench",
+        out=args.out.expanduser().resolve(),
+        workers=args.workers,
+        threads=args.threads,
+        train_cfg=train_cfg,
+        models=models,
+        s3=args.s3.rstrip("/") if args.s3 else None,
+        asha=args.asha,
+        asha_json=args.asha_json,
+        gpu=args.gpu,
+    )
+    print(
+        f"depthkd bench all: {len(specs)} rows ({'quick' if args.quick else 'full'} sizes), "
+        f"logs in {ctx.work / 'logs'}",
+        flush=True,
+    )
+    result, paths = run_suite(ctx, specs, log=lambda line: print(line, flush=True))
+    from kdplatform.bench.report import markdown
+
+    print("\n" + markdown(result))
+    print("written: " + ", ".join(str(p) for p in paths))
+    failed = [r["name"] for r in result["rows"] if r["status"] == "failed"]
+    if failed:
+        print(f"failed rows: {', '.join(failed)} (see their logs)", file=sys.stderr)
+        return EXIT_ERROR
     return 0
 
 
