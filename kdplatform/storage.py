@@ -125,6 +125,18 @@ def write_bytes(location: Location, data: bytes) -> None:
         raise _describe(str(location), exc) from None
 
 
+def delete(location: Location) -> None:
+    """Removes a file or object; a missing one is not an error."""
+    if not is_remote(location):
+        Path(location).unlink(missing_ok=True)
+        return
+    bucket, key = split_url(str(location))
+    try:
+        s3_client().delete_object(Bucket=bucket, Key=key)  # S3 answers 204 for a missing key
+    except Exception as exc:
+        raise _describe(str(location), exc) from None
+
+
 def upload_file(path: Path, location: Location) -> None:
     """Copies a local file to `location` (multipart for large files; atomic for readers)."""
     if not is_remote(location):

@@ -14,10 +14,7 @@ from kdplatform.devcluster.ray_nodes import (  # noqa: F401  (re-exported for th
     RAY,
     VENV_BIN,
     LocalRayCluster,
-    free_ports,
-    ray_env,
     ray_head,
-    ray_worker_node,
 )
 from tests.services import required
 

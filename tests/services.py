@@ -14,7 +14,6 @@ from kdplatform.devcluster import services
 from kdplatform.devcluster.services import (  # noqa: F401  (re-exported for the tests)
     Postgres,
     S3Server,
-    TrackingServer,
     free_port,
     http_ok,
     spawn,
@@ -48,9 +47,3 @@ def s3_server(workdir: Path) -> contextlib.AbstractContextManager[S3Server]:
 
 def postgres(workdir: Path) -> contextlib.AbstractContextManager[Postgres]:
     return required(services.postgres(workdir))
-
-
-def tracking_server(
-    workdir: Path, pg: Postgres, s3: S3Server, bucket: str
-) -> contextlib.AbstractContextManager[TrackingServer]:
-    return required(services.tracking_server(workdir, pg, s3, bucket))

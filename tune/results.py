@@ -15,6 +15,7 @@ from typing import Any
 
 from kdplatform.config.loader import save_config, with_values
 from kdplatform.config.schema import ExperimentConfig
+from kdplatform.storage import Location
 from kdplatform.tracking.logger import RunLogger
 from kdplatform.tracking.runs import JobRun, child_runs, latest_metrics
 from tune import plots
@@ -189,7 +190,7 @@ def register_best(
     best: TrialRecord,
     spec: SweepConfig,
     base: ExperimentConfig,
-    shards: Path,
+    shards: Location,
     profile: Any,
     teacher: SweepTeacher | None,
     directory: Path,

@@ -25,6 +25,7 @@ from kdplatform import atomic
 from kdplatform.config.loader import dump_config, load_config, save_config, with_values
 from kdplatform.config.schema import ExperimentConfig, depthkd_home
 from kdplatform.errors import ConfigError
+from kdplatform.storage import Location
 from kdplatform.tracking.server import local_tracking_server
 from tune.spec import STUDENT_KEY, SweepConfig
 
@@ -74,6 +75,13 @@ def base_experiment(spec: SweepConfig) -> ExperimentConfig:
         ConfigError: the base config, a searched key or the metric is wrong.
     """
     base = load_config(spec.base.config, spec.base.overrides)
+    if base.train.storage is not None:
+        raise ConfigError(
+            f"the base experiment sets train.storage={base.train.storage}, but a sweep keeps its "
+            f"trials' checkpoints in {sweep_dir(spec.name) / 'train'} (resume needs them there)",
+            hint="drop train.storage from the sweep's base; on several nodes put $DEPTHKD_HOME "
+            "on a shared volume and set train.shared_filesystem=true",
+        )
     resources = spec.resources
     base = with_values(
         base,
@@ -165,8 +173,9 @@ def student_names(spec: SweepConfig, base: ExperimentConfig) -> list[str]:
 def run_sweep(spec: SweepConfig, *, log: Log = print, progress: bool = True) -> SweepOutcome:
     """Runs (or resumes) the sweep to the end; see the module docstring for the order."""
     from kdplatform.tracking.runs import ensure_job_experiment, finish_job_run, open_job_run
+    from kdplatform.tracking.store import tracking_uri
     from kdplatform.train.jobs import resolve_shards
-    from kdplatform.train.launcher import ensure_ray
+    from kdplatform.train.launcher import check_cluster, ensure_ray
     from kdplatform.train.profile import data_profile
     from tune.trial import SWEEP_TAG
 
@@ -184,6 +193,7 @@ def run_sweep(spec: SweepConfig, *, log: Log = print, progress: bool = True) -> 
         f"{profile.protocol})"
     )
     log(f"ray: {ensure_ray(log_to_driver=False)}")
+    check_cluster(base, shards, tracking_uri())
     outcome = SweepOutcome(name=spec.name, directory=directory)
     ensure_job_experiment(base.tracking.experiment)  # before the server: local artifact root
     with local_tracking_server(depthkd_home(), log_file=directory / "mlflow-server.log") as uri:
@@ -214,7 +224,7 @@ def run_sweep(spec: SweepConfig, *, log: Log = print, progress: bool = True) -> 
 def _run(
     spec: SweepConfig,
     base: ExperimentConfig,
-    shards: Path,
+    shards: Location,
     profile: Any,
     parent: Any,
     outcome: SweepOutcome,

@@ -97,7 +97,7 @@ def run_trial(draw: dict[str, Any], *, context: dict[str, Any]) -> None:
     run_stage(
         cfg,
         ctx.stage,
-        shards=Path(ctx.shards),
+        shards=ctx.shards,
         profile=DataProfile(**ctx.profile),
         run=run,
         teacher=Path(teacher) if teacher else None,

@@ -24,6 +24,7 @@ from kdplatform.devcluster.cluster import WORKER_RESOURCE, DevCluster, dev_clust
 from kdplatform.errors import DepthKDError
 
 STAGE = "supervised"
+EXPERIMENT = "bench-nodes"
 SHAPES = {"1 worker on 1 node": 1, "2 workers on 2 nodes": 2}
 
 
@@ -60,7 +61,7 @@ def _job(settings: NodesSettings, name: str, shards: str, storage: str, workers:
         "eval": {"max_batches": 1},
         STAGE: {"steps": settings.steps},
         "tracking": {
-            "experiment": "bench-nodes",
+            "experiment": EXPERIMENT,
             "system_metrics": False,
             "register_models": False,
         },
@@ -68,16 +69,11 @@ def _job(settings: NodesSettings, name: str, shards: str, storage: str, workers:
 
 
 def _samples_per_s(cluster: DevCluster, name: str) -> float:
-    from mlflow import MlflowClient
+    from kdplatform.tracking.runs import job_metric_history
 
-    client = MlflowClient(tracking_uri=cluster.tracking.uri)
-    experiment = client.get_experiment_by_name("bench-nodes")
-    (run,) = client.search_runs(
-        [experiment.experiment_id], filter_string=f"tags.`depthkd.job_id` = '{name}'"
-    )
-    history = client.get_metric_history(run.info.run_id, f"{STAGE}/train/samples_per_s")
-    values = [m.value for m in sorted(history, key=lambda m: m.step)][1:]
-    return statistics.median(values)
+    key = f"{STAGE}/train/samples_per_s"
+    values = job_metric_history(cluster.tracking.uri, EXPERIMENT, name, key)
+    return statistics.median(values[1:])  # the first window includes start-up
 
 
 def run_nodes_bench(work: Path, settings: NodesSettings, *, log=print) -> dict[str, Any]:

@@ -15,16 +15,15 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 from kdplatform import atomic
 from kdplatform.bench.suite import Figure, Outcome, SuiteContext, row
 from kdplatform.bench.train import BENCH_PROFILE, TrainBenchSettings
+from kdplatform.environ import patched_environ
 from kdplatform.errors import ConfigError
 
 ALTERNATING = "alternating passes, median over rounds"
@@ -99,7 +98,7 @@ def _s3_prefix(ctx: SuiteContext) -> Iterator[str]:
     with s3_server(ctx.work) as server:
         ctx.secrets.update(v for k, v in server.env.items() if "KEY" in k or "TOKEN" in k)
         bucket = server.create_bucket("depthkd-bench")
-        with mock.patch.dict(os.environ, server.env):
+        with patched_environ(server.env):
             yield f"{bucket}/loader-{ctx.sizes.loader_n}"
 
 
@@ -386,8 +385,22 @@ def asha(ctx: SuiteContext) -> Outcome:
         f" synthetic NYU-like, nyu-eigen); {source}",
         details={**data, "source": str(path)},
         note=f"saves {100 * (1 - data['asha_rounds'] / data['full_rounds']):.0f} % of the rounds;"
-        f" best within {100 * (data['asha_best'] / data['full_best'] - 1):+.1f} %",
+        f" best within {100 * (data['asha_best'] / data['full_best'] - 1):+.1f} %"
+        + _asha_caveats(data),
     )
+
+
+def _asha_caveats(data: dict[str, Any]) -> str:
+    """What the rounds ratio does not show: trials that errored under ASHA (their rounds are
+    missing from its count) and the wall time of both halves."""
+    errored = sum(
+        1 for line in data.get("asha_table", "").splitlines() if line.split()[-1:] == ["ERROR"]
+    )
+    text = f"; {errored} trial(s) errored under ASHA" if errored else ""
+    seconds = data.get("seconds") or {}
+    if {"asha", "full"} <= set(seconds):
+        text += f"; wall time ASHA {seconds['asha']:.0f} s, full {seconds['full']:.0f} s"
+    return text
 
 
 @row(

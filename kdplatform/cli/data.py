@@ -13,7 +13,7 @@ from kdplatform.data.sources import DATASETS, build_source
 from kdplatform.data.sources.synthetic import write_synthetic
 from kdplatform.data.splitting import GROUP_BY, shared_groups, split_by_group, write_split
 from kdplatform.errors import DataError
-from kdplatform.storage import is_remote, parse_location
+from kdplatform.storage import Location, is_remote, parse_location
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -106,7 +106,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Exits non-zero when any shard is missing, changed or undecodable. Takes a "
         "local directory or an s3:// prefix (its shards are downloaded one at a time).",
     )
-    verify.add_argument("dir", type=parse_location, help="shard directory or s3://bucket/prefix")
+    verify.add_argument("dir", type=_location, help="shard directory or s3://bucket/prefix")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
     verify.set_defaults(run=run_verify)
@@ -189,8 +189,16 @@ def run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _location(value: str) -> Location:
+    """argparse type: a local path or an s3:// URL, with parse_location's message on errors."""
+    try:
+        return parse_location(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _s3_url(value: str) -> str:
-    location = parse_location(value)
+    location = _location(value)
     if not is_remote(location):
         raise argparse.ArgumentTypeError(f"{value!r} is not an s3://bucket/prefix URL")
     return location

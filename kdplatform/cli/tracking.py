@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import subprocess
 
 from kdplatform.config.schema import depthkd_home
@@ -39,7 +40,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--host", default=HOST, help=f"bind address (default {HOST})")
     parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
-    parser.add_argument("--workers", type=int, default=2, help="server processes (default 2)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="server processes (default 2; 1 for a SQLite store, which takes one writer)",
+    )
     parser.add_argument(
         "--allowed-hosts",
         default="",
@@ -66,14 +71,16 @@ def run(args: argparse.Namespace) -> int:
     if backend.startswith(("http://", "https://")):
         raise ConfigError(f"--backend-store-uri {redacted(backend)} is a server, not a database")
     artifacts = args.artifacts_destination or str(home / ARTIFACT_DIR)
+    workers = args.workers or (1 if backend.startswith("sqlite:") else 2)
     command, env = server_command(
         backend,
         artifacts,
         host=args.host,
         port=args.port,
-        workers=args.workers,
+        workers=workers,
         allowed_hosts=allowed_hosts(args.host, args.port, args.allowed_hosts),
     )
     print(f"mlflow server: store {redacted(backend)}, artifacts {artifacts}")
-    print(f"clients: export MLFLOW_TRACKING_URI=http://{args.host}:{args.port}", flush=True)
+    reachable = socket.gethostname() if args.host in ("0.0.0.0", "::") else args.host
+    print(f"clients: export MLFLOW_TRACKING_URI=http://{reachable}:{args.port}", flush=True)
     return subprocess.call(command, env=env)

@@ -37,6 +37,11 @@ def absolute_path(value: Path | None) -> Path | None:
     return None if value is None else value.expanduser().resolve()
 
 
+# Set on every node of a cluster whose nodes mount $DEPTHKD_HOME (and other local paths) from one
+# shared filesystem; the default of train.shared_filesystem.
+SHARED_FILESYSTEM_ENV = "DEPTHKD_SHARED_FILESYSTEM"
+
+
 def depthkd_home() -> Path:
     """Root of all local state of the embedded default: `$DEPTHKD_HOME`, default `./.depthkd`."""
     return Path(os.environ.get("DEPTHKD_HOME", ".depthkd")).resolve()
@@ -360,6 +365,8 @@ class EvalConfig(StrictModel):
 class TrainConfig(StrictModel):
     """Settings every stage shares: cluster shape, precision, cadence, storage, failures."""
 
+    BUILTIN_RESOURCES: ClassVar[tuple[str, ...]] = ("CPU", "GPU", "memory", "object_store_memory")
+
     workers: int = Field(1, ge=0, description="Ray Train workers; 0 runs in the driver (tests)")
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
@@ -369,6 +376,11 @@ class TrainConfig(StrictModel):
     )
     placement: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
         "PACK", description="Ray placement of the workers; STRICT_SPREAD: one per node"
+    )
+    shared_filesystem: bool = Field(
+        default_factory=lambda: os.environ.get(SHARED_FILESYSTEM_ENV, "").lower() in ("1", "true"),
+        description="local paths are on a filesystem every node mounts (NFS, ReadWriteMany); "
+        f"default: ${SHARED_FILESYSTEM_ENV} (a property of the deployment)",
     )
     strategy: Literal["ddp", "deepspeed"] = "ddp"
     zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage")
@@ -386,6 +398,18 @@ class TrainConfig(StrictModel):
     fail_at_step: int | None = Field(
         None, ge=1, description="test hook: rank 0 kills itself at this step on the first attempt"
     )
+
+    @field_validator("resources")
+    @classmethod
+    def _custom_only(cls, value: dict[str, float]) -> dict[str, float]:
+        builtin = sorted(set(value) & set(cls.BUILTIN_RESOURCES))
+        if builtin:
+            raise ValueError(
+                f"{', '.join(builtin)} are set by cpus_per_worker / gpus_per_worker, not resources"
+            )
+        if any(amount <= 0 for amount in value.values()):
+            raise ValueError(f"resource amounts must be positive, got {value}")
+        return value
 
 
 class TrackingConfig(StrictModel):

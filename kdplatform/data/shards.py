@@ -414,10 +414,12 @@ def _verify_shard(path: Path, shard: dict[str, Any], problems: list[str]) -> int
 
 
 def upload_shards(out: Path, url: str, *, progress: bool = True) -> int:
-    """Copies a prepared shard dir to an `s3://` prefix; the manifest goes last, so a reader
-    never sees a manifest whose shards are not all there. Returns the number of files copied."""
+    """Copies a prepared shard dir to an `s3://` prefix. A manifest already there is deleted
+    first and the new one goes last, so a reader never sees a manifest whose shards are not all
+    there (or are another set's). Returns the number of files copied."""
     out = out.resolve()
     manifest = read_manifest(out)
+    storage.delete(storage.join(url, MANIFEST))
     names = sorted({s["name"] for e in manifest["splits"].values() for s in e["shards"]})
     for name in tqdm(names, desc="upload", unit="shard", disable=not progress):
         storage.upload_file(out / name, storage.join(url, name))

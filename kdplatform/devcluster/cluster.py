@@ -12,11 +12,9 @@ Used by the multi-node tests (`make multinode`) and `depthkd bench nodes`.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 from kdplatform.config.schema import PrepareConfig
 from kdplatform.data.shards import prepare_shards
@@ -24,6 +22,7 @@ from kdplatform.data.sources import build_source
 from kdplatform.data.sources.synthetic import write_synthetic
 from kdplatform.devcluster import services
 from kdplatform.devcluster.ray_nodes import LocalRayCluster, ray_env, ray_head, ray_worker_node
+from kdplatform.environ import patched_environ
 
 BUCKET = "depthkd"
 WORKER_RESOURCE = "depthkd_worker"
@@ -65,7 +64,7 @@ def dev_cluster(work: Path, *, cpus_per_node: int = 2) -> Iterator[DevCluster]:
         head = stack.enter_context(
             ray_head(
                 num_cpus=cpus_per_node,
-                resources={WORKER_RESOURCE: 1, "node_head": 1},
+                resources={WORKER_RESOURCE: 1},
                 env=env["head"],
             )
         )
@@ -73,11 +72,11 @@ def dev_cluster(work: Path, *, cpus_per_node: int = 2) -> Iterator[DevCluster]:
             ray_worker_node(
                 head,
                 num_cpus=cpus_per_node,
-                resources={WORKER_RESOURCE: 1, "node_worker": 1},
+                resources={WORKER_RESOURCE: 1},
                 env=env["worker"],
             )
         )
-        stack.enter_context(mock.patch.dict(os.environ, s3.env))
+        stack.enter_context(patched_environ(s3.env))
         yield DevCluster(work, s3, bucket, tracking, pg, head, homes)
 
 

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
+from kdplatform import storage
 from kdplatform.errors import CheckpointError, DataError
 
 Resize = Literal["fit", "native"]
@@ -63,6 +64,11 @@ def load_predictor(ref: str) -> Predictor:
     """The model behind `ref`: an `.onnx` file (ONNX Runtime), else anything
     `depthkd evaluate --model` takes (model file, `name@alias`, `models:/...`, run id)."""
     if ref.lower().endswith(".onnx"):
+        if storage.is_remote(ref):  # the graph may come with a separate .onnx.data file
+            raise CheckpointError(
+                f"{ref}: ONNX models are read from local files",
+                hint="copy it (and its .onnx.data file, if any) to this machine first",
+            )
         return _onnx_predictor(Path(ref))
     return torch_predictor(ref)
 

@@ -181,3 +181,18 @@ def latest_metrics(run: JobRun, *, prefix: str) -> dict[str, float]:
     """The latest value of each metric of `run` whose key starts with `prefix` (prefix removed)."""
     metrics = client_for(run.tracking_uri).get_run(run.run_id).data.metrics
     return {k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)}
+
+
+def job_metric_history(tracking_uri: str, experiment: str, job_id: str, key: str) -> list[float]:
+    """The values of metric `key` of job `job_id`'s run, in step order (a benchmark's reading)."""
+    client = client_for(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = (
+        client.search_runs([found.experiment_id], filter_string=f"tags.`{JOB_ID_TAG}` = '{job_id}'")
+        if found
+        else []
+    )
+    if len(runs) != 1:
+        raise ConfigError(f"{experiment!r} holds {len(runs)} runs of job {job_id!r}, not one")
+    history = client.get_metric_history(runs[0].info.run_id, key)
+    return [m.value for m in sorted(history, key=lambda m: m.step)]

@@ -26,6 +26,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from kdplatform import storage
+from kdplatform.environ import patched_environ
 from kdplatform.errors import DepthKDError
 from kdplatform.ports import HOST, free_port
 from kdplatform.tracking.store import ARTIFACT_DIR, tracking_uri, uses_server_artifacts
@@ -82,16 +84,8 @@ def local_tracking_server(home: Path, *, log_file: Path) -> Iterator[str]:
             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
             "NO_PROXY": ",".join(filter(None, [os.environ.get("NO_PROXY"), HOST])),
         }
-        before = {key: os.environ.get(key) for key in changed}
-        os.environ.update(changed)
-        try:
+        with patched_environ(changed):
             yield url
-        finally:
-            for key, value in before.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
     finally:
         _stop(process)
 
@@ -120,8 +114,8 @@ def server_command(
         # no background job runner (MLflow 3 starts a pool of huey consumers for it by default)
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint and artifacts.startswith("s3://"):
+    endpoint = storage.endpoint_url()
+    if endpoint and storage.is_remote(artifacts):
         env.setdefault("MLFLOW_S3_ENDPOINT_URL", endpoint)  # MLflow's own S3 artifact client
     return command, env
 

@@ -30,7 +30,7 @@ from kdplatform.tracking import model_registry
 from kdplatform.tracking.logger import RunLogger
 from kdplatform.tracking.runs import JobRun, finish_job_run, open_job_run
 from kdplatform.tracking.store import tracking_uri
-from kdplatform.train.launcher import StageResult, check_shared_storage, ensure_ray, run_stage
+from kdplatform.train.launcher import StageResult, check_cluster, ensure_ray, run_stage
 from kdplatform.train.profile import DataProfile, data_profile
 from kdplatform.train.stages import STAGES
 from kdplatform.train.strategy import check_strategy
@@ -128,7 +128,7 @@ def _run_job(ctx: JobContext, *, log: callable) -> JobContext:
     needs_teacher = STAGES.get(ctx.job).needs_teacher
     teacher = resolve_teacher(ctx) if needs_teacher else None
     log(f"ray: {ensure_ray()}")
-    check_shared_storage(cfg, ctx.shards, tracking_uri())
+    check_cluster(cfg, ctx.shards, tracking_uri())
     ctx.run = open_job_run(
         experiment=cfg.tracking.experiment, job_id=cfg.name, tags={"depthkd.job": ctx.job}
     )

@@ -27,6 +27,7 @@ from ray.train.torch import TorchTrainer
 
 from kdplatform import storage
 from kdplatform.config.schema import ExperimentConfig, TrainConfig, depthkd_home
+from kdplatform.environ import patched_environ
 from kdplatform.errors import ConfigError, DepthKDError
 from kdplatform.ports import HOST, free_port
 from kdplatform.tracking.runs import JobRun
@@ -80,9 +81,7 @@ def _start_embedded(log_to_driver: bool) -> None:
     """
     port = free_port()
     startup_env = {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"{HOST}:{port}"}
-    saved = {name: os.environ.get(name) for name in startup_env}
-    os.environ.update(startup_env)
-    try:
+    with patched_environ(startup_env):
         ray.init(
             address="local",  # start one; RAY_ADDRESS above is for Ray's processes only
             include_dashboard=True,
@@ -90,12 +89,6 @@ def _start_embedded(log_to_driver: bool) -> None:
             dashboard_port=free_port(),
             log_to_driver=log_to_driver,
         )
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def latest_export(root: Path, run_name: str, role: str) -> Path | None:
@@ -115,26 +108,41 @@ def _worker_resources(train: TrainConfig) -> dict[str, float]:
     return resources
 
 
-def check_shared_storage(cfg: ExperimentConfig, shards: storage.Location, tracking: str) -> None:
-    """Fails on the driver when a cluster of several nodes would get node-local paths.
+def check_cluster(cfg: ExperimentConfig, shards: storage.Location, tracking: str) -> None:
+    """Fails on the driver, before any worker starts, when the connected cluster cannot run `cfg`.
 
-    Ray refuses head-local checkpoint storage for multi-node runs (ray #37177), and a worker on
-    another node cannot read the driver's shards.
+    * A custom resource in `train.resources` that no node offers would leave the workers
+      waiting forever.
+    * On a cluster of several nodes every node must reach the checkpoints, the shards and the
+      tracking store: Ray refuses head-local checkpoint storage (ray #37177), a worker on another
+      node cannot read the driver's files, and a SQLite file takes no writers from other nodes.
+      Local paths pass only with `train.shared_filesystem` (NFS, a ReadWriteMany volume).
     """
+    if cfg.train.workers == 0:  # local mode: everything runs in this process
+        return
+    offered = ray.cluster_resources()
+    for name, amount in cfg.train.resources.items():
+        if offered.get(name, 0) < amount:
+            raise ConfigError(
+                f"train.resources asks for {amount:g} {name!r} per worker, but the cluster offers "
+                f"{offered.get(name, 0):g}",
+                hint=f"start nodes with `ray start --resources '{{\"{name}\": 1}}'`, or drop it",
+            )
     nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
-    if nodes < 2 or cfg.train.workers < 2:
+    if nodes < 2:
         return
     local = {
         key: value
         for key, value in (("train.storage", storage_path(cfg)), ("data.shards", shards))
         if not storage.is_remote(value)
     }
-    if local:
+    if local and not cfg.train.shared_filesystem:
         named = ", ".join(f"{key}={value}" for key, value in local.items())
         raise ConfigError(
             f"this Ray cluster has {nodes} nodes, but {named} is a path on this machine only",
             hint="put them where every node reaches them: train.storage=s3://bucket/ray_results, "
-            "data.shards=s3://bucket/shards (`depthkd data upload`)",
+            "data.shards=s3://bucket/shards (`depthkd data upload`), or set "
+            "train.shared_filesystem=true if every node mounts these paths",
         )
     if not uses_server_artifacts(tracking):
         raise ConfigError(
@@ -165,6 +173,13 @@ def _ray_storage(root: storage.Location) -> dict[str, Any]:
         return {"storage_path": str(root)}
     filesystem, path = storage.arrow_filesystem(str(root))
     return {"storage_path": path, "storage_filesystem": filesystem}
+
+
+def _checkpoint_location(checkpoint: Any, root: storage.Location) -> str | None:
+    """Where a result's checkpoint lives, as a path or an `s3://` URL (Ray gives `bucket/key`)."""
+    if checkpoint is None:
+        return None
+    return f"{storage.S3_SCHEME}{checkpoint.path}" if storage.is_remote(root) else checkpoint.path
 
 
 def _teacher_for_workers(teacher: Path | None, job_dir: storage.Location) -> str | None:
@@ -244,6 +259,6 @@ def run_stage(
         stage=stage,
         metrics=dict(result.metrics or {}),
         exports=exports,
-        checkpoint=result.checkpoint.path if result.checkpoint else None,
+        checkpoint=_checkpoint_location(result.checkpoint, root),
         seconds=time.perf_counter() - started,
     )

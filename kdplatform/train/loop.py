@@ -92,8 +92,8 @@ def train_worker(config: dict[str, Any]) -> None:
         flush=True,
     )
     torch.manual_seed(cfg.seed)
-    teacher = _local_file(job.teacher) if job.teacher else None
-    stage = STAGES.get(job.stage).build(cfg, profile, teacher)
+    with _local_file(job.teacher) as teacher:  # the stage holds the loaded teacher
+        stage = STAGES.get(job.stage).build(cfg, profile, teacher)
     model = stage.model.to(device)
     optimizer = build_optimizer(stage)
     strategy = build_strategy(
@@ -134,12 +134,15 @@ def _node_id() -> str:
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
 
 
-def _local_file(location: str) -> Path:
-    """`location` as a file of this node: an `s3://` object is downloaded to a temporary dir."""
-    if not storage.is_remote(location):
-        return Path(location)
-    scratch = Path(tempfile.mkdtemp(prefix="depthkd-teacher-"))
-    return storage.download_file(location, scratch / Path(location).name)
+@contextlib.contextmanager
+def _local_file(location: str | None) -> Iterator[Path | None]:
+    """`location` as a file of this node while the block runs: an `s3://` object is downloaded
+    to a temporary dir, removed afterwards."""
+    if location is None or not storage.is_remote(location):
+        yield Path(location) if location else None
+        return
+    with tempfile.TemporaryDirectory(prefix="depthkd-teacher-") as scratch:
+        yield storage.download_file(location, Path(scratch) / Path(location).name)
 
 
 def _plain(metrics: dict[str, float]) -> dict[str, float]:

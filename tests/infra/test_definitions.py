@@ -699,13 +699,20 @@ def test_compose_variables_are_documented() -> None:
     assert ".env" in (INFRA / "compose" / ".gitignore").read_text().split()
 
 
-def _mlflow_args() -> list[str]:
+def _mlflow_args() -> tuple[dict[str, str], list[str]]:
+    """(variables the script exports, the `mlflow server` arguments) of the mlflow service."""
     command = _compose()["services"]["mlflow"]["command"]
     script = command[2] if command[:2] == ["sh", "-c"] else shlex.join(command)
-    words = shlex.split(script)
-    assert words[:3] == ["exec", "mlflow", "server"], words[:3]
     # compose turns $$ into $ and the container's shell expands ${VAR}
-    return [re.sub(r"\$\$\{(\w+)\}", r"<\1>", w) for w in words[3:]]
+    words = [re.sub(r"\$\$\{(\w+)\}", r"<\1>", w) for w in shlex.split(script)]
+    exported = {}
+    while words[0] == "export":
+        name, _, value = words[1].partition("=")
+        exported[name] = value
+        assert words[2] == "&&", words[:3]
+        words = words[3:]
+    assert words[:3] == ["exec", "mlflow", "server"], words[:3]
+    return exported, words[3:]
 
 
 @pytest.mark.filterwarnings("ignore:.*noload.*:DeprecationWarning")  # mlflow's own SQLAlchemy use
@@ -713,9 +720,12 @@ def test_mlflow_server_command_parses_and_is_locked_down() -> None:
     from mlflow.cli import server
     from mlflow.server.security_utils import is_allowed_host_header
 
-    params = server.make_context("server", _mlflow_args()).params
-    assert params["backend_store_uri"].startswith("postgresql+psycopg://")
-    assert "@postgres:" in params["backend_store_uri"]  # the compose service
+    exported, args = _mlflow_args()
+    assert not any(a.startswith("--backend-store-uri") for a in args)  # `ps` would show it
+    backend = exported["MLFLOW_BACKEND_STORE_URI"]  # read by mlflow server (envvar)
+    assert backend.startswith("postgresql+psycopg://")
+    assert "@postgres:" in backend  # the compose service
+    params = server.make_context("server", args).params
     assert params["artifacts_destination"].startswith("s3://")
     assert params["host"] == "0.0.0.0"  # inside the container; published on 127.0.0.1 only
     allowed = params["allowed_hosts"].split(",")
@@ -778,7 +788,7 @@ def test_bucket_step_creates_the_bucket_once(monkeypatch) -> None:
         buckets = [b["Name"] for b in boto3.client("s3").list_buckets()["Buckets"]]
     assert buckets == ["mlflow-artifacts"]
     assert "${MLFLOW_BUCKET" in step["environment"]["MLFLOW_BUCKET"]
-    assert any(a.startswith("s3://<MLFLOW_BUCKET>") for a in _mlflow_args())
+    assert any(a.startswith("s3://<MLFLOW_BUCKET>") for a in _mlflow_args()[1])
 
 
 def test_every_definition_starts_with_a_header_comment() -> None:

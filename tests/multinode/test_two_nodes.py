@@ -3,6 +3,7 @@ the worker on the second node SIGKILLed mid-run (`make multinode` runs this file
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -88,15 +89,24 @@ def _train_worker_on(home: Path) -> int | None:
     return None
 
 
-def _wait_for_checkpoint(url: str, driver: subprocess.Popen, log: Path) -> None:
+# Ray Train's controller records the checkpoints it would resume from here, some time after a
+# checkpoint's files land in storage (a worker killed in between restarts from the step before).
+RAY_CHECKPOINT_RECORD = "checkpoint_manager_snapshot.json"
+
+
+def _wait_for_resumable_checkpoint(url: str, driver: subprocess.Popen, log: Path) -> None:
+    """Until Ray has recorded a checkpoint of the run at `url` as its latest."""
+    record = f"{url}/{RAY_CHECKPOINT_RECORD}"
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while time.monotonic() < deadline:
         if driver.poll() is not None:
             pytest.fail(f"the job ended before its first checkpoint:\n{log.read_text()[-4000:]}")
-        if any("checkpoint_" in key for key, _ in storage.list_keys(url)):
-            return
+        if storage.exists(record):
+            with contextlib.suppress(ValueError):  # a record being rewritten
+                if json.loads(storage.read_bytes(record)).get("latest_checkpoint_result"):
+                    return
         time.sleep(0.5)
-    pytest.fail(f"no distill checkpoint in {url}:\n{log.read_text()[-4000:]}")
+    pytest.fail(f"no resumable distill checkpoint in {url}:\n{log.read_text()[-4000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +151,7 @@ def test_distillation_across_two_nodes_survives_a_killed_worker(
             start_new_session=True,
         )
     try:
-        _wait_for_checkpoint(f"{scaleout.bucket}/ray_results/{JOB}-distill", driver, log)
+        _wait_for_resumable_checkpoint(f"{scaleout.bucket}/ray_results/{JOB}-distill", driver, log)
         victim = _train_worker_on(scaleout.homes["worker"])
         assert victim is not None, "no Ray Train worker runs on the second node"
         os.kill(victim, signal.SIGKILL)
@@ -177,6 +187,9 @@ def test_distillation_across_two_nodes_survives_a_killed_worker(
     assert all(w["train_samples"] > 0 and w["eval_images"] > 0 for w in workers)
     assert sum(w["eval_images"] for w in workers) == val_images
     assert victim not in {w["pid"] for w in workers}
+    # ... which resumed from a checkpoint in S3 instead of starting over
+    full_run = DISTILL_STEPS * _job_config(scaleout, shards)["data"]["batch_size"]
+    assert all(w["train_samples"] < full_run for w in workers), workers
 
     # checkpoints and the teacher handed to the workers live in S3, not on either node's disk
     keys = [key for key, _ in storage.list_keys(f"{scaleout.bucket}/ray_results")]

@@ -141,3 +141,12 @@ def test_a_rerun_with_other_settings_is_refused(tmp_path, monkeypatch) -> None:
         ConfigError, match=r"started with other settings \(base.seed, .*num_samples"
     ):
         check_identity(changed, base_experiment(changed), tmp_path)
+
+
+def test_a_base_with_its_own_storage_is_refused(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("DEPTHKD_HOME", str(tmp_path / "home"))
+    spec = load_sweep(
+        REPO / "configs" / "sweep_tiny.yaml", ["base.overrides=[train.storage=s3://b/r]"]
+    )
+    with pytest.raises(ConfigError, match=r"sets train.storage=s3://b/r, but a sweep keeps"):
+        base_experiment(spec)
