@@ -79,6 +79,13 @@ def _encoder(registry: Registry[Encoder], name: str) -> Encoder:
     )
 
 
+def check_model_names(student: str, teacher: str) -> None:
+    """Raises RegistryError (with close matches) for a student or teacher name nothing builds:
+    for the driver, before any worker would fail on it."""
+    _encoder(STUDENTS, student)
+    _encoder(TEACHERS, teacher)
+
+
 def build_student(cfg: StudentConfig, *, max_depth: float) -> DepthModel:
     """The CNN student: pyramid encoder + LG decoder + `max_depth·sigmoid` head."""
     enc = _encoder(STUDENTS, cfg.name)

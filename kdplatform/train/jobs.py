@@ -35,6 +35,7 @@ from kdplatform.train.profile import DataProfile, data_profile
 from kdplatform.train.stages import STAGES
 from kdplatform.train.strategy import check_strategy
 from models.serialization import load_model, save_model
+from models.zoo import check_model_names
 
 
 @dataclass
@@ -74,6 +75,7 @@ def prepare_job(cfg: ExperimentConfig, job: str, *, progress: bool = True) -> Jo
             "path) or distill.acclimate_first=true"
         )
     check_strategy(cfg.train)
+    check_model_names(cfg.model.student.name, cfg.model.teacher.name)
     shards = resolve_shards(cfg, progress=progress)
     return JobContext(
         cfg=cfg,
