@@ -15,7 +15,6 @@ import glob
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from kdplatform.errors import DepthKDError
 from kdplatform.ports import HOST, free_port
+from kdplatform.processes import stop_group
 
 START_TIMEOUT_S = 90.0
 # moto accepts any credentials; these name nothing real and never leave the machine.
@@ -56,18 +56,6 @@ def spawn(command: list[str], log: Path, **options) -> subprocess.Popen:
             start_new_session=True,  # own process group: stop exactly what was started
             **options,
         )
-
-
-def stop_group(process: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM to the process group, SIGKILL after `grace` seconds."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def wait_until(ready, process: subprocess.Popen, what: str, log: Path) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from kdplatform import storage
 from kdplatform.environ import patched_environ
 from kdplatform.errors import DepthKDError
 from kdplatform.ports import HOST, free_port
+from kdplatform.processes import stop_group
 from kdplatform.tracking.store import ARTIFACT_DIR, tracking_uri, uses_server_artifacts
 
 START_TIMEOUT_S = 120.0
@@ -87,7 +87,7 @@ def local_tracking_server(home: Path, *, log_file: Path) -> Iterator[str]:
         with patched_environ(changed):
             yield url
     finally:
-        _stop(process)
+        stop_group(process, STOP_GRACE_S)
 
 
 def server_command(
@@ -127,15 +127,3 @@ def redacted(uri: str) -> str:
         return uri
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the server's own process group (its workers too), SIGKILL after a grace."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
