@@ -19,21 +19,33 @@ STATE_FILE = "state.pt"
 
 
 def rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch RNG state in types `weights_only` loading accepts."""
+    """Python, NumPy, torch CPU and (where CUDA is available) per-device CUDA RNG state, in types
+    `weights_only` loading accepts, so a resumed run draws the same numbers on GPU as well (the
+    fp16 grad scaler's state is the strategy's, see `strategy.DDPStrategy.save`)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
+    state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
         "torch": torch.get_rng_state(),
     }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()  # one ByteTensor per visible device
+    return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restores `rng_state()`. CUDA states are restored device by device for the devices this
+    process and the checkpoint both have; a checkpoint without them (written on CPU, or before
+    they were saved) or from a host with another device count still loads."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, gauss_np = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss_np))
     torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available():
+        for device, device_state in enumerate(cuda[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(device_state, device)
 
 
 def _save(obj: dict[str, Any], path: Path) -> None:

@@ -6,7 +6,7 @@ checkpoint, and the model with full weights that evaluation and exports use.
 
 * `ddp`: gradients scaled by `1/accumulate`, DDP `no_sync` on all but the last micro-batch, clipping
   and the fp16 grad scaler here, the optimizer and scheduler stepped here; the training state
-  (model, optimizer, scheduler) goes into rank 0's `state.pt`.
+  (model, optimizer, scheduler, grad scaler) goes into rank 0's `state.pt`.
 * `deepspeed`: `deepspeed.initialize` wraps our AdamW and poly-LR scheduler. `engine.backward`
   scales by `1/gradient_accumulation_steps` and `engine.step()` follows every backward: DeepSpeed
   counts micro-batches and at each accumulation boundary reduces, clips, steps the optimizer and the
@@ -179,6 +179,7 @@ class DDPStrategy(Strategy):
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),  # fp16: loss scale and growth tracker; else {}
         }
 
     def load(self, directory: Path, state: dict[str, Any]) -> None:
@@ -186,6 +187,10 @@ class DDPStrategy(Strategy):
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        # absent in checkpoints written before it was saved, {} from a run without fp16: the
+        # scaler then starts afresh (GradScaler refuses an empty state)
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
 
 
 class DeepSpeedStrategy(Strategy):
