@@ -55,7 +55,11 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
         "come from the config (data.shards, data.test_split; bundled synthetic data if unset).",
     )
     parser.add_argument("--model", required=True, help="model file, name@alias, models:/ or run id")
-    parser.add_argument("--protocol", help="default: the dataset's (nyu-eigen, kitti-garg-kbcrop)")
+    parser.add_argument(
+        "--protocol",
+        help="default: the dataset's (nyu-eigen, kitti-garg-kbcrop); kitti-garg-full and "
+        "kitti-eigen predict on the KB crop of full frames and paste it back (BTS)",
+    )
     parser.add_argument("--tta", choices=("none", "mean", "edge-blend"), default=None)
     parser.add_argument("--out", type=Path, help="JSON report (default: print only)")
     parser.add_argument("--split", help="shard split to evaluate (default: data.test_split)")

@@ -8,6 +8,10 @@ Two KITTI conventions are in use and give different numbers for the same predict
 * **kb-cropped** (NeWCRFs / URCDC-Depth / AdaBins online eval): the ground truth is cut to the KB
   crop first and the Garg crop is taken as fractions of the 352×1216 cut.
 
+Evaluators over frames (`kdplatform.eval.runner`, training-time evaluation and `depthkd evaluate`)
+feed the model what the protocol expects: under the full-frame protocols the KB crop of a full
+KITTI frame (`model_input_box`), whose prediction is then pasted back.
+
 So the protocol is an explicit, named setting (`kitti-garg-full`, `kitti-garg-kbcrop`,
 `kitti-eigen`, `nyu-eigen`) and every printed result names it. Crop fractions and boxes live here
 and nowhere else; dataset caps, scales and the KB crop size come from `kdplatform.data.constants`.
@@ -150,6 +154,22 @@ def crop_box(crop: CropName, height: int, width: int) -> tuple[int, int, int, in
 def kb_crop_offsets(height: int, width: int) -> tuple[int, int]:
     """(top, left) of the KB crop: the bottom 352 rows and the centred 1216 columns."""
     return height - KB_CROP[0], (width - KB_CROP[1]) // 2
+
+
+def model_input_box(protocol: Protocol | str, height: int, width: int) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of a height × width frame that the model sees under `protocol`.
+
+    Full-frame KITTI protocols (`paste_kb`) predict on the KB crop, as BTS's offline evaluation
+    does; `evaluate_image` pastes that prediction back into a zero canvas of the full ground truth,
+    so pixels of the evaluation crop outside the KB crop count as prediction 0 (clamped to
+    `min_depth`), as in BTS. Every other protocol, and frames smaller than the KB crop, are seen
+    whole.
+    """
+    kb_h, kb_w = KB_CROP
+    if not get_protocol(protocol).paste_kb or height < kb_h or width < kb_w:
+        return 0, height, 0, width
+    top, left = kb_crop_offsets(height, width)
+    return top, top + kb_h, left, left + kb_w
 
 
 def _to_2d(x: ArrayLike, what: str, where: str) -> torch.Tensor:

@@ -12,8 +12,9 @@ import torch
 
 from kdplatform.config.schema import DataConfig
 from kdplatform.data.loader import eval_loader
+from kdplatform.errors import ConfigError
 from kdplatform.eval.metrics import MetricSums
-from kdplatform.eval.protocols import Protocol, evaluate_image
+from kdplatform.eval.protocols import Protocol, evaluate_image, get_protocol, model_input_box
 from kdplatform.eval.tta import predict_with_flip
 
 Predict = Callable[[torch.Tensor], torch.Tensor]
@@ -32,19 +33,28 @@ def evaluate_batches(
 ) -> MetricSums:
     """Per-image metric sums of `predict` over `batches` (loader batches: image, depth, has_gt).
 
+    The model sees `model_input_box` of each frame: under the full-frame KITTI protocols
+    (`kitti-garg-full`, `kitti-eigen`) the KB crop of a full-size frame, as BTS evaluates; the
+    prediction is pasted back into a zero canvas of the full ground truth, whose own crop is then
+    evaluated (pixels outside the KB crop count as prediction 0, clamped to the minimum depth).
     Images without GT or without a valid pixel are skipped and counted. `on_first(batch, pred)`
-    sees the first batch (e.g. for an image grid). Sums are local: all-reduce them across ranks.
+    sees the first batch as the model saw it (image and depth cut like the input, e.g. for an
+    image grid). Sums are local: all-reduce them across ranks.
     """
+    proto = get_protocol(protocol)
     sums = MetricSums()
     for index, batch in enumerate(batches):
         if max_batches is not None and index >= max_batches:
             break
-        pred = predict_with_flip(predict, batch["image"].to(device), tta).float().cpu()
+        top, bottom, left, right = model_input_box(proto, *batch["image"].shape[-2:])
+        images = batch["image"][..., top:bottom, left:right]  # (B, 3, h, w)
+        pred = predict_with_flip(predict, images.to(device), tta).float().cpu()  # (B, 1, h, w)
         for j in range(pred.shape[0]):
             has_gt = bool(batch["has_gt"][j])
-            sums.add(evaluate_image(pred[j, 0], batch["depth"][j, 0], protocol) if has_gt else None)
+            sums.add(evaluate_image(pred[j, 0], batch["depth"][j, 0], proto) if has_gt else None)
         if index == 0 and on_first is not None:
-            on_first(batch, pred)
+            depth = batch["depth"][..., top:bottom, left:right]
+            on_first({**batch, "image": images, "depth": depth}, pred)
     return sums
 
 
@@ -60,11 +70,22 @@ def evaluate_split(
     """Metric sums of a depth model over every sample of one shard split, in this process.
 
     `model(images)` may return depth or an output with a `.depth` field (an acclimated teacher).
+
+    Raises:
+        ConfigError: a full-frame protocol on frames that `data.eval_kb_crop` already cut.
     """
+    proto = get_protocol(protocol)
+    if proto.paste_kb and data.eval_kb_crop:
+        raise ConfigError(
+            f"protocol {proto.name} evaluates on the full KITTI frame, but data.eval_kb_crop=true "
+            "cuts the frames to the KB crop",
+            hint="set data.eval_kb_crop=false (the model still sees the KB crop), or use "
+            "kitti-garg-kbcrop",
+        )
     model.eval()
 
     def predict(images: torch.Tensor) -> torch.Tensor:
         out = model(images)
         return getattr(out, "depth", out)
 
-    return evaluate_batches(predict, eval_loader(shards, split, data), protocol, tta=tta)
+    return evaluate_batches(predict, eval_loader(shards, split, data), proto, tta=tta)
