@@ -153,6 +153,11 @@ class DataConfig(StrictModel):
     shuffle_buffer: int = Field(256, ge=0)
     steps_per_epoch: int = Field(50, ge=1, description="batches per rank per epoch")
     eval_kb_crop: bool = Field(False, description="KB-crop eval frames (KITTI kb-cropped protocol)")
+    nyu_border_mask: bool = Field(
+        False,
+        description="training: NYU depth is invalid outside BTS's box [45:472, 43:608] of the "
+        "480x640 frame (the white border; scaled for other sizes); other datasets unchanged",
+    )
     augment: AugmentConfig = AugmentConfig()
 
 

@@ -15,10 +15,16 @@ import numpy as np
 from PIL import Image
 
 from kdplatform.config.schema import AugmentConfig
-from kdplatform.data.constants import KB_CROP
+from kdplatform.data.constants import KB_CROP, NYU_SIZE
 from kdplatform.errors import DataError
 
 Pair = tuple[np.ndarray, np.ndarray]  # rgb (H, W, 3), depth (H, W) float32 metres
+
+# NYU frames carry the white border the NYU toolbox's undistortion leaves, with depth under it
+# that the image does not support. BTS trains on rows 45:472, cols 43:608 of the 480×640 frame
+# (`data.nyu_border_mask`); the sources whose frames have that border:
+NYU_TRAIN_BOX = (45, 472, 43, 608)  # (top, bottom, left, right) at NYU_SIZE
+NYU_BORDER_DATASETS = frozenset({"nyu", "nyu-mat"})
 
 
 def kb_crop(rgb: np.ndarray, depth: np.ndarray) -> Pair:
@@ -29,6 +35,22 @@ def kb_crop(rgb: np.ndarray, depth: np.ndarray) -> Pair:
         raise DataError(f"KB crop needs at least {crop_h}x{crop_w}, got {height}x{width}")
     top, left = height - crop_h, (width - crop_w) // 2
     return rgb[top:, left : left + crop_w], depth[top:, left : left + crop_w]
+
+
+def nyu_border_mask(depth: np.ndarray) -> np.ndarray:
+    """`depth` with 0 (invalid) outside `NYU_TRAIN_BOX`, before any geometric op moves pixels.
+
+    Frames of another size get the box in fractions of 480×640, shrunk to the pixels wholly
+    inside it (top/left rounded up, bottom/right down): 240×320 keeps rows 23:236, cols 22:304.
+    """
+    height, width = depth.shape
+    top, bottom, left, right = NYU_TRAIN_BOX
+    sy, sx = height / NYU_SIZE[0], width / NYU_SIZE[1]
+    top, left = int(np.ceil(top * sy)), int(np.ceil(left * sx))
+    bottom, right = int(np.floor(bottom * sy)), int(np.floor(right * sx))
+    out = np.zeros_like(depth)
+    out[top:bottom, left:right] = depth[top:bottom, left:right]
+    return out
 
 
 def random_crop(

@@ -67,6 +67,7 @@ def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
             depth[stored == meta["invalid_value"]] = 0.0
     return {
         "key": key,
+        "dataset": meta.get("dataset", ""),
         "rgb": rgb,
         "depth": depth,
         "focal": meta.get("focal") or 0.0,
@@ -125,23 +126,34 @@ def _worker_rng(seed: int, epoch: int) -> np.random.Generator:
 
 
 def _shuffle_decode_augment(
-    src: Iterable[dict[str, Any]], *, cfg: AugmentConfig, buffer: int, seed: int, epoch: int
+    src: Iterable[dict[str, Any]],
+    *,
+    cfg: AugmentConfig,
+    buffer: int,
+    seed: int,
+    epoch: int,
+    border_mask: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Pipeline stage: shuffle raw samples in a buffer, then decode and augment them."""
     rng = _worker_rng(seed, epoch)
     picker = random.Random(int(rng.integers(1 << 62)))
+    augmented = partial(_augmented, cfg=cfg, rng=rng, border_mask=border_mask)
     pool: list[dict[str, Any]] = []
     for raw in src:
         pool.append(raw)
         if len(pool) > buffer:
-            yield _augmented(pool.pop(picker.randrange(len(pool))), cfg, rng)
+            yield augmented(pool.pop(picker.randrange(len(pool))))
     picker.shuffle(pool)
     for raw in pool:
-        yield _augmented(raw, cfg, rng)
+        yield augmented(raw)
 
 
-def _augmented(raw: dict[str, Any], cfg: AugmentConfig, rng: np.random.Generator) -> dict[str, Any]:
+def _augmented(
+    raw: dict[str, Any], *, cfg: AugmentConfig, rng: np.random.Generator, border_mask: bool
+) -> dict[str, Any]:
     sample = decode_sample(raw)
+    if border_mask and sample["dataset"] in aug.NYU_BORDER_DATASETS:
+        sample["depth"] = aug.nyu_border_mask(sample["depth"])  # in the frame's own pixels
     sample["rgb"], sample["depth"] = aug.augment(sample["rgb"], sample["depth"], cfg, rng)
     return sample
 
@@ -154,7 +166,8 @@ def train_loader(
     Args:
         shards: prepared shard dir (absolute: Ray workers change directory) or `s3://` prefix.
         split: split name in the manifest.
-        cfg: batch size, workers, shuffle buffer, augmentation.
+        cfg: batch size, workers, shuffle buffer, augmentation, the NYU border mask (samples of
+            NYU sources only: their meta names the dataset).
         seed: run seed; with `epoch`, rank and worker it keys every random choice.
         epoch: epoch number, so that each epoch sees different shards and augmentations.
     """
@@ -171,6 +184,7 @@ def train_loader(
             buffer=cfg.shuffle_buffer,
             seed=seed,
             epoch=epoch,
+            border_mask=cfg.nyu_border_mask,
         ),
         wds.batched(cfg.batch_size, collation_fn=collate, partial=False),
     )
