@@ -18,7 +18,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,13 +26,16 @@ from kdplatform.errors import DepthKDError
 
 
 @contextmanager
-def exclusive_lock(path: Path, *, message: str | None = None) -> Iterator[None]:
+def exclusive_lock(
+    path: Path, *, message: str | None = None, announce: Callable[[str], None] | None = None
+) -> Iterator[None]:
     """Holds an exclusive lock on `path` (created if missing) for the duration of the block.
 
     Args:
         path: the lock file; its parent folder is created if missing.
         message: printed as one line on stderr when another process holds the lock, so a user
             whose job seems stuck sees what it waits for; nothing is printed without contention.
+        announce: prints `message` instead (a job's console); default: a line on stderr.
 
     Raises:
         DepthKDError: the lock file cannot be created or the filesystem does not support locks.
@@ -46,7 +49,9 @@ def exclusive_lock(path: Path, *, message: str | None = None) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            if message:
+            if message and announce:
+                announce(message)
+            elif message:
                 print(message, file=sys.stderr, flush=True)
             fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError as exc:

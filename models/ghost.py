@@ -70,6 +70,17 @@ class GhostDecoder(nn.Module):
         )
         self.head = DepthHead(self.decoder.out_channels, max_depth=max_depth)
 
+    def fixed_part(self) -> nn.ModuleList:
+        """The decoder and head: what DisDepth copies from the trained student and keeps fixed
+        (the adapters in front of them are what acclimation trains)."""
+        return nn.ModuleList([self.decoder, self.head])
+
+    def copy_student(self, student: DepthModel) -> None:
+        """Loads a trained student's decoder and head into this ghost (same student config)."""
+        self.fixed_part().load_state_dict(
+            nn.ModuleList([student.decoder, student.head]).state_dict()
+        )
+
     def forward(
         self, teacher_feats: Sequence[torch.Tensor], size: tuple[int, int]
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -109,8 +109,26 @@ def build_teacher(cfg: TeacherConfig, *, max_depth: float) -> DepthModel:
         backbone.feature_info.channels, width=cfg.decoder_width or enc.decoder_width
     )
     head = DepthHead(decoder.out_channels, max_depth=max_depth)
-    arch = {"kind": "teacher", "config": cfg.model_dump(mode="json"), "max_depth": max_depth}
+    arch = {"kind": "teacher", "config": teacher_arch_config(cfg), "max_depth": max_depth}
     return DepthModel(backbone, decoder, head, arch=arch)
+
+
+def teacher_arch_config(cfg: TeacherConfig) -> dict:
+    """What of `cfg` a model file keeps: the architecture, not where its weights came from."""
+    return cfg.model_dump(mode="json", exclude={"checkpoint", "key_map"})
+
+
+def arch_mismatch(arch_config: dict, cfg: StudentConfig | TeacherConfig) -> list[str]:
+    """`key: file value != config value` for each architecture setting of a model file's
+    `arch_config` that differs from `cfg` (encoder weight files are not architecture)."""
+    ours = (
+        teacher_arch_config(cfg) if isinstance(cfg, TeacherConfig) else cfg.model_dump(mode="json")
+    )
+    return [
+        f"{key}: {arch_config.get(key)!r} != {value!r}"
+        for key, value in ours.items()
+        if key != "weights" and arch_config.get(key) != value
+    ]
 
 
 def build_ghost_decoder(
@@ -140,7 +158,7 @@ def build_acclimated_teacher(
     ghost = build_ghost_decoder(teacher, student_cfg, student_channels=channels)
     arch = {
         "kind": "acclimated_teacher",
-        "config": teacher_cfg.model_dump(mode="json"),
+        "config": teacher_arch_config(teacher_cfg),
         "student": student_cfg.model_dump(mode="json"),
         "max_depth": max_depth,
     }

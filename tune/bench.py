@@ -39,9 +39,10 @@ def _with_teacher(spec: SweepConfig, teacher: str) -> SweepConfig:
 def _teacher_of(outcome: SweepOutcome) -> str:
     import json
 
-    from tune.teachers import TEACHERS_FILE
+    from tune.teachers import DEPTH_TEACHER, TEACHERS_FILE
 
     known = json.loads((outcome.directory / TEACHERS_FILE).read_text())
+    known.pop(DEPTH_TEACHER, None)  # the acclimated one is shared, not its depth teacher
     if len(known) != 1:
         raise ConfigError("the sweep benchmarks share one teacher: do not search the student")
     (entry,) = known.values()

@@ -1,9 +1,12 @@
 """The teacher of a sweep, acclimated (or loaded) once on the driver and shared by every trial,
 and the measured cost of each student a trial can draw.
 
-A teacher is acclimated through the ghost decoder of one student encoder, so a sweep that searches
-`model.student.name` acclimates one teacher per student it can draw; never one per trial. The
-teachers of a sweep are remembered in `<sweep dir>/teachers.json`, so a resumed sweep reuses them.
+The depth teacher does not depend on the student: it is trained once per sweep (the `teacher`
+job, unless the base names `model.teacher.checkpoint` or turns `acclimate.pretrain_teacher`
+off). A teacher is acclimated through the ghost decoder of one student, so a sweep that searches
+`model.student.name` acclimates that depth teacher once per student it can draw; never once per
+trial. The teachers of a sweep are remembered in `<sweep dir>/teachers.json`, so a resumed sweep
+reuses them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from kdplatform.config.schema import ExperimentConfig
 from kdplatform.train.profile import DataProfile
 
 TEACHERS_FILE = "teachers.json"
+DEPTH_TEACHER = "depth teacher"  # its entry in TEACHERS_FILE (the others are student names)
 
 
 @dataclass(frozen=True)
@@ -38,11 +42,26 @@ def ensure_teachers(
 ) -> dict[str, SweepTeacher]:
     """An acclimated teacher per student name: `distill.teacher` of the base when it names one
     (one student only), else acclimated now through the real job path, once per sweep."""
-    from kdplatform.train.jobs import prepare_job, resolve_teacher, run_job
+    from kdplatform.train.jobs import prepare_job, run_job
 
     known_file = directory / TEACHERS_FILE
     known = json.loads(known_file.read_text()) if known_file.is_file() else {}
     teachers: dict[str, SweepTeacher] = {}
+    if (
+        base.distill.teacher is None
+        and base.model.teacher.checkpoint is None
+        and base.acclimate.pretrain_teacher
+    ):
+        entry = known.get(DEPTH_TEACHER)
+        if not (entry and Path(entry["path"]).is_file()):
+            log(f"training the sweep's depth teacher ({base.teacher.steps} steps)")
+            cfg = with_values(base, {"name": f"{sweep}-teacher"})
+            ctx = run_job(prepare_job(cfg, "teacher", progress=progress), log=log)
+            path = ctx.results["teacher"].exports["teacher"]
+            entry = {"path": str(path), "version": ctx.registered.get("pretrained", str(path))}
+            known[DEPTH_TEACHER] = entry
+            atomic.write_json(known_file, known)
+        base = with_values(base, {"model.teacher.checkpoint": entry["path"]})
     for student in students:
         entry = known.get(student)
         if entry and Path(entry["path"]).is_file():
@@ -54,12 +73,12 @@ def ensure_teachers(
         )
         if base.distill.teacher is not None:
             ctx = prepare_job(cfg, "distill", progress=progress)
-            teacher = SweepTeacher(resolve_teacher(ctx), base.distill.teacher)
+            teacher = SweepTeacher(ctx.inputs["acclimated"], base.distill.teacher)
         else:
             log(f"acclimating the sweep's teacher for {student} ({cfg.acclimate.steps} steps)")
             ctx = run_job(prepare_job(cfg, "acclimate", progress=progress), log=log)
             path = ctx.results["acclimate"].exports["teacher"]
-            teacher = SweepTeacher(path, ctx.registered.get("teacher", str(path)))
+            teacher = SweepTeacher(path, ctx.registered.get("acclimated", str(path)))
         teachers[student] = teacher
         known[student] = {k: str(v) for k, v in asdict(teacher).items()}
         atomic.write_json(known_file, known)

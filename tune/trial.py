@@ -100,7 +100,7 @@ def run_trial(draw: dict[str, Any], *, context: dict[str, Any]) -> None:
         shards=ctx.shards,
         profile=DataProfile(**ctx.profile),
         run=run,
-        teacher=Path(teacher) if teacher else None,
+        inputs={"teacher": Path(teacher)} if teacher else None,
         out_dir=Path(ctx.trial_root) / trial_id,
         run_name=trial_run_name(trial_id),
         callbacks=[EvaluationReports(ctx.metric)],

@@ -114,7 +114,7 @@ def make_batch(settings: TrainBenchSettings, *, max_depth: float = NYU_MAX_DEPTH
 def build_distill_stage(cfg: ExperimentConfig, teacher: Path, seed: int) -> Stage:
     """The `distill` stage with a fixed seed, so both sides start from identical weights."""
     torch.manual_seed(seed)
-    return STAGES.get("distill").build(cfg, BENCH_PROFILE, teacher)
+    return STAGES.get("distill").build(cfg, BENCH_PROFILE, {"teacher": teacher})
 
 
 def timed_steps(

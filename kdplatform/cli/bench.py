@@ -190,14 +190,20 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_kd_parser(sub: argparse._SubParsersAction) -> None:
+    from kdplatform.bench.suite import DEFAULT_OUT
+
     kd = sub.add_parser(
         "kd",
-        help="the same student with and without KD on one config (teacher acclimated first)",
-        description="Runs the `supervised` job (student without KD) and the `distill` job "
-        "(teacher acclimation, then distillation) on the same config: same data, steps, seed "
-        "and optimizer. Job names are <name>-nokd-<tag> and <name>-kd-<tag>, tracked in the "
-        "MLflow store of $DEPTHKD_HOME. Prints the final val metrics of the acclimated "
-        "teacher, the KD student and the no-KD student (protocol named) and wall times.",
+        help="does KD pay, and which part of it: every KD ablation row against the no-KD "
+        "student, several seeds, on the held-out test split",
+        description="Trains the teacher for depth once, then for each seed the same student "
+        "without KD, with response KD only, plain feature-MSE KD, attentive KD, attentive + "
+        "response KD (fixed copied ghost), a fresh trainable ghost, acclimation off, and with "
+        "the LG global path off (its own baseline). Every job runs through the real job path, "
+        "named <name>-<tag>-..., tracked in the MLflow store of $DEPTHKD_HOME. Reports the test "
+        "split (mean ± std over seeds, ratio and gap to the no-KD row) and val beside it; writes "
+        "kd-<date>-<host>.{json,md,png} (table and bar chart) to --out. Job output goes to "
+        "<out>/kd-<date>-<host>.log.",
     )
     kd.add_argument(
         "--config",
@@ -208,9 +214,9 @@ def _add_kd_parser(sub: argparse._SubParsersAction) -> None:
     kd.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the config"
     )
+    kd.add_argument("--seeds", type=int, default=3, help="seeds per row (seed, seed+1, ...)")
     kd.add_argument("--tag", help="job-name suffix (default: the start time, so never a resume)")
-    kd.add_argument("--progress", action="store_true", help="progress bars of data generation")
-    kd.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    kd.add_argument("--out", type=Path, default=DEFAULT_OUT, help="result directory")
     kd.set_defaults(run=run_kd)
 
 
@@ -333,37 +339,30 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_kd(args: argparse.Namespace) -> int:
-    from kdplatform.bench.kd import run_kd_benchmark
+    from kdplatform.bench.kd import markdown, run_kd_benchmark, write_result
+    from kdplatform.bench.machine import hostname
     from kdplatform.config.loader import dump_config, load_config
-    from kdplatform.eval.metrics import HEADLINE_METRICS
+    from kdplatform.console import JobConsole
 
     cfg = load_config(args.config, args.overrides)
+    if args.seeds < 2:
+        raise ConfigError("--seeds must be at least 2 (a standard deviation needs two)")
     tag = args.tag or time.strftime("%Y%m%d-%H%M%S")
-    print(f"depthkd bench kd — config {args.config} (name {cfg.name!r}), tag {tag}")
-    print("  " + dump_config(cfg).rstrip().replace("\n", "\n  "), flush=True)
-    result = run_kd_benchmark(cfg, tag=tag, progress=args.progress)
-    rows = (
-        (f"teacher ({cfg.model.teacher.name}, acclimated)", result.teacher),
-        (f"student {cfg.model.student.name} + KD", result.kd_student),
-        (f"student {cfg.model.student.name}, no KD", result.nokd_student),
-    )
-    print(
-        f"\nfinal {result.split} metrics, protocol {result.protocol}, {result.eval_images} images "
-        f"(acclimate {result.steps['acclimate']} steps, students {result.steps['distill']} "
-        "steps each):"
-    )
-    for label, metrics in rows:
-        shown = "  ".join(f"{k} {metrics[k]:.4f}" for k in HEADLINE_METRICS if k in metrics)
-        print(f"  {label:40s} {shown}")
-    print(f"  abs_rel gain of KD over no KD: {100 * result.abs_rel_gain:+.1f}%")
-    s = result.seconds
-    print(
-        f"wall time: no-KD job {s['nokd_job']:.0f} s (supervised {s['supervised']:.0f} s); "
-        f"KD job {s['kd_job']:.0f} s (acclimate {s['acclimate']:.0f} s, distill "
-        f"{s['distill']:.0f} s)"
-    )
-    if args.json:
-        atomic.write_json(args.json, result.to_dict())
+    stem = f"kd-{time.strftime('%Y-%m-%d')}-{hostname()}"
+    seeds = [cfg.seed + i for i in range(args.seeds)]
+    with JobConsole(args.out / f"{stem}.log", bars=False) as console:
+        console.line(
+            f"depthkd bench kd — config {args.config} (name {cfg.name!r}), tag {tag}, seeds "
+            f"{seeds}; test abs_rel per job (val beside it)"
+        )
+        console.detail("  " + dump_config(cfg).rstrip().replace("\n", "\n  "))
+        started = time.perf_counter()
+        result = run_kd_benchmark(cfg, seeds=seeds, tag=tag, log=console.line)
+        paths = write_result(result, args.out, stem)
+        console.line("\n" + markdown(result))
+        console.line(
+            f"{time.perf_counter() - started:.0f} s; table {paths['md']}, chart {paths['png']}"
+        )
     return 0
 
 

@@ -1,18 +1,31 @@
-"""`depthkd acclimate | distill | cross-distill | supervised`: the training jobs on Ray Train.
+"""`depthkd teacher | supervised | acclimate | distill | cross-distill`: the training jobs on Ray
+Train.
 
 `distill` is the main job. With no arguments it runs the embedded default: bundled synthetic
-shards under `$DEPTHKD_HOME`, an embedded Ray, a local MLflow store, teacher acclimation, student
-distillation, evaluation and registration, then prints a summary.
+shards under `$DEPTHKD_HOME`, an embedded Ray, a local MLflow store; depth training of the teacher,
+the student alone (the no-KD baseline and the ghost decoder's source), teacher acclimation,
+student distillation, evaluation on test and registration, then a summary with the KD gain,
+latencies and a preview picture.
+
+The console shows a progress bar per stage and one line per evaluation or event; the resolved
+config and all driver, worker, Ray and MLflow output go to `$DEPTHKD_HOME/runs/<name>/job.log`
+(`kdplatform.console`). `--verbose` shows that output on the console too, `--quiet` drops the bars.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kdplatform.cli.config import add_config_arguments
 from kdplatform.config.loader import dump_config, load_config, save_config
 from kdplatform.train.stages import STAGES
+
+if TYPE_CHECKING:
+    from kdplatform.console import JobConsole
+    from kdplatform.train.jobs import JobContext
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -20,38 +33,119 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         spec = STAGES.get(job)
         help_text = spec.title
         if spec.needs_teacher:
-            help_text += " (acclimates a teacher first when none is given), evaluate, register"
+            help_text += (
+                " (without distill.teacher: trains and acclimates a teacher first), evaluate, "
+                "register"
+            )
         parser = commands.add_parser(job.replace("_", "-"), help=help_text, description=__doc__)
         add_config_arguments(parser)
         parser.add_argument("--quiet", action="store_true", help="no progress bars")
+        parser.add_argument(
+            "--verbose",
+            action="store_true",
+            help="also show the resolved config and all worker, Ray and MLflow output on the "
+            "console, no bars (it always goes to the job's job.log)",
+        )
         parser.set_defaults(run=run, job=job)
 
 
 def run(args: argparse.Namespace) -> int:
-    from kdplatform.eval.metrics import HEADLINE_METRICS
-    from kdplatform.train.jobs import prepare_job, run_job, split_metrics
+    from kdplatform.console import LOG_NAME, JobConsole
+    from kdplatform.train.jobs import prepare_job
 
     started = time.perf_counter()
     cfg = load_config(args.config, args.overrides)
-    print(f"depthkd {args.command} — job {cfg.name!r}\nresolved config:")
-    print("  " + dump_config(cfg).rstrip().replace("\n", "\n  "))
+    print(f"depthkd {args.command} — job {cfg.name!r}")
     ctx = prepare_job(cfg, args.job, progress=not args.quiet)
     save_config(cfg, ctx.out_dir / "config.yaml")
-    print(
+    verbose = getattr(args, "verbose", False)
+    with JobConsole(ctx.out_dir / LOG_NAME, bars=not args.quiet, verbose=verbose) as console:
+        console.detail("resolved config:\n  " + dump_config(cfg).rstrip().replace("\n", "\n  "))
+        console.line(f"config: {ctx.out_dir / 'config.yaml'}")
+        _run(ctx, console, started)
+    return 0
+
+
+def _run(ctx: JobContext, console: JobConsole, started: float) -> None:
+    from kdplatform.eval.metrics import HEADLINE_METRICS
+    from kdplatform.train.jobs import run_job, split_metrics
+
+    cfg, say = ctx.cfg, console.line  # every line to the console and the log
+    say(
         f"data: {ctx.shards} ({ctx.profile.family}, protocol {ctx.profile.protocol}; "
         f"evaluates on {cfg.data.eval_split}, reports on {cfg.data.test_split})"
     )
-    run_job(ctx)
-    print(f"\nsummary of job {cfg.name!r} ({time.perf_counter() - started:.0f} s):")
+    run_job(ctx, log=console.line, progress=console)
+    say(f"\nsummary of job {cfg.name!r} ({time.perf_counter() - started:.0f} s):")
+    val, test = cfg.data.eval_split, cfg.data.test_split
     for stage, result in ctx.results.items():
-        reports = {cfg.data.eval_split: split_metrics(result.metrics, cfg.data.eval_split)}
-        reports[cfg.data.test_split] = ctx.test_metrics.get(stage, {})
-        for split, metrics in reports.items():
-            if metrics:
-                shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in HEADLINE_METRICS)
-                print(f"  {stage:14} {split:5} {ctx.profile.protocol}: {shown}")
-    for role, version in ctx.registered.items():
-        print(f"  registered {role}: {version}")
-    print(f"  mlflow run: {ctx.run.run_id}")
-    print(f"  open the UI: mlflow ui --backend-store-uri {ctx.run.tracking_uri}")
-    return 0
+        chosen = split_metrics(result.metrics, val).get("abs_rel")
+        reported = ctx.test_metrics.get(stage, {})
+        shown = ", ".join(f"{k} {reported[k]:.4f}" for k in HEADLINE_METRICS if k in reported)
+        say(
+            f"  {stage:11} {val} abs_rel {chosen:.4f} | {test} ({ctx.profile.protocol}): "
+            f"{shown or 'no test split'}"
+            if chosen is not None
+            else f"  {stage:11} {test} ({ctx.profile.protocol}): {shown or 'no test split'}"
+        )
+    if ctx.kd_gain is not None:
+        base, kd = ctx.test_metrics["supervised"]["abs_rel"], ctx.test_metrics["distill"]["abs_rel"]
+        say(
+            f"  KD gain on {test}: abs_rel {base:.4f} without KD → {kd:.4f} distilled "
+            f"(abs_rel {-100 * ctx.kd_gain:+.1f} %)"
+        )
+    elif {"supervised", "distill"} <= set(ctx.test_metrics):
+        say("  KD gain: not comparable (supervised and distill differ in steps, optim or loss)")
+    models = _final_models(ctx)
+    if models:
+        say("  " + _latency_line(models, ctx))
+        say(f"  preview: {_preview(models, ctx)}")
+    for kind, version in ctx.registered.items():
+        say(f"  registered {kind}: {version}")
+    say(f"  mlflow run {ctx.run.run_id}; open the UI:")
+    say(f"    mlflow ui --backend-store-uri {ctx.run.tracking_uri}")
+
+
+def _final_models(ctx: JobContext) -> dict[str, Path]:
+    """The job's last teacher (given or trained) and its final student (model files)."""
+    given = ctx.inputs.get("acclimated") or ctx.inputs.get("pretrained")
+    found: dict[str, Path] = {"teacher": given} if given else {}
+    for stage in ctx.stages:
+        found |= ctx.results[stage].exports if stage in ctx.results else {}
+    return {role: found[role] for role in ("teacher", "student") if role in found}
+
+
+def _latency_line(models: dict[str, Path], ctx: JobContext) -> str:
+    """Median CPU latency at batch 1 and the eval frame size, the models taking turns."""
+    from kdplatform.bench.models import median_latencies_ms
+    from kdplatform.eval.preview import first_frames
+    from kdplatform.eval.runner import depth_network
+    from models.serialization import load_model
+
+    frame = first_frames(ctx.shards, _shown_split(ctx), ctx.cfg.data, 1)["image"]
+    networks = {role: depth_network(load_model(path)) for role, path in models.items()}
+    runs = {role: (lambda f=f: f(frame)) for role, f in networks.items()}
+    latency = median_latencies_ms(runs, repeats=10, warmup=2)
+    height, width = frame.shape[-2:]
+    shown = ", ".join(f"{role} {ms:.1f} ms" for role, ms in latency.items())
+    return f"latency (CPU, batch 1, {_shown_split(ctx)} frame {height}×{width}): {shown}"
+
+
+def _preview(models: dict[str, Path], ctx: JobContext) -> Path:
+    from kdplatform.eval.preview import first_frames, write_job_preview
+    from kdplatform.eval.runner import depth_network
+    from models.serialization import load_model
+
+    cfg, split = ctx.cfg, _shown_split(ctx)
+    return write_job_preview(
+        ctx.out_dir / "preview.png",
+        first_frames(ctx.shards, split, cfg.data, 3),
+        {role: depth_network(load_model(path)) for role, path in models.items()},
+        max_depth=ctx.profile.max_depth,
+        title=f"job {cfg.name}: {split} frames ({ctx.profile.protocol} data)",
+    )
+
+
+def _shown_split(ctx: JobContext) -> str:
+    """The split the summary's pictures and timings use: test, else val (no test split)."""
+    return ctx.cfg.data.test_split if ctx.has_test_split else ctx.cfg.data.eval_split

@@ -42,6 +42,15 @@ def absolute_path(value: Path | None) -> Path | None:
 SHARED_FILESYSTEM_ENV = "DEPTHKD_SHARED_FILESYSTEM"
 
 
+def model_reference(value: str | None) -> str | None:
+    """A model reference as given (`name@alias`, run id, `s3://` URL), or made absolute when it
+    is a file here: Ray workers, the recorded config and MLflow params outlive the directory."""
+    if value is None or "://" in value:
+        return value
+    path = Path(value).expanduser()
+    return str(path.resolve()) if path.exists() else value
+
+
 def depthkd_home() -> Path:
     """Root of all local state of the embedded default: `$DEPTHKD_HOME`, default `./.depthkd`."""
     return Path(os.environ.get("DEPTHKD_HOME", ".depthkd")).resolve()
@@ -186,16 +195,42 @@ class StudentConfig(StrictModel):
 
 
 class TeacherConfig(StrictModel):
-    """The transformer teacher: a registered name or a timm Swin / ViT / ConvNeXt name."""
+    """The transformer teacher: a registered name or a timm Swin / ViT / ConvNeXt name.
+
+    `checkpoint` starts it from a full depth teacher (encoder, decoder and head): a model file
+    exported by depthkd (`depthkd teacher`), a registered one (`depthkd-teacher@pretrained`), a
+    run id, or an external state dict whose keys `key_map` renames onto ours (README).
+    """
 
     name: str = "swin_tiny"
     weights: Path | None = Field(None, description="local encoder weights (.safetensors/.pth)")
     decoder_width: int | None = Field(None, ge=8, description="DPT decoder width; registry default")
+    checkpoint: str | None = Field(
+        None,
+        description="depth-trained teacher: model file, s3:// URL, name@alias, run id or a "
+        "state dict (.pt/.pth/.safetensors) with key_map",
+    )
+    key_map: dict[str, str] = Field(
+        {},
+        description="external state dict: key prefix → ours (backbone., decoder., head.), "
+        "longest prefix first; a prefix mapped to '' is dropped",
+    )
 
     @field_validator("weights")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return absolute_path(value)
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _reference(cls, value: str | None) -> str | None:
+        return model_reference(value)
+
+    @model_validator(mode="after")
+    def _key_map_needs_checkpoint(self) -> TeacherConfig:
+        if self.key_map and self.checkpoint is None:
+            raise ValueError("key_map renames the keys of model.teacher.checkpoint, which is unset")
+        return self
 
 
 class ModelConfig(StrictModel):
@@ -247,6 +282,7 @@ class LossConfig(StrictModel):
 # Every loss term a stage can compute, by stage; each stage's default objective. One home for the
 # term names: the steps in `kdplatform.train.stages` compute exactly the terms of its mapping.
 LOSS_TERMS: dict[str, dict[str, float]] = {
+    "teacher": {"silog": 1.0},
     "acclimate": {"silog_ghost": 1.0, "silog_teacher": 1.0},
     "distill": {"silog": 1.0, "attentive_kd": 1.0, "response_kd": 0.5},
     "supervised": {"silog": 1.0},
@@ -319,15 +355,56 @@ class StageConfig(StrictModel):
         return {term: weight for term, weight in self.losses.items() if weight > 0}
 
 
+class TeacherStageConfig(StageConfig):
+    """Supervised depth training of the teacher (`depthkd teacher`), before acclimation."""
+
+    STAGE: ClassVar[str] = "teacher"
+    losses: dict[str, float] = _objective("teacher")
+
+
 class AcclimateConfig(StageConfig):
-    """Teacher acclimation: teacher encoder at a low lr, adapters and ghost decoder."""
+    """Teacher acclimation (DisDepth): the depth-trained teacher learns to feed the student's
+    decoder through per-scale adapters.
+
+    `ghost: copy` (DisDepth, the default): the ghost decoder and head are a copy of a trained
+    student's, fixed for the whole stage (eval mode, no gradients); only the teacher and the
+    adapters train. The student comes from `ghost_from`, else the job trains it first (the
+    `supervised` stage, which is also the no-KD baseline). `ghost: fresh`: a new trainable ghost
+    decoder (ablation), frozen from step `freeze_ghost_after` on when that is set.
+    """
 
     STAGE: ClassVar[str] = "acclimate"
     losses: dict[str, float] = _objective("acclimate")
     optim: OptimConfig = OptimConfig(backbone_lr_mult=0.1)
-    freeze_ghost_after: int | None = Field(
-        None, ge=0, description="freeze the ghost decoder after this many steps (None: never)"
+    ghost: Literal["copy", "fresh"] = Field(
+        "copy", description="copy: a trained student's decoder, fixed; fresh: trainable (ablation)"
     )
+    ghost_from: str | None = Field(
+        None,
+        description="ghost: copy: the trained student (model file, s3:// URL, name@alias, run "
+        "id); unset: the job trains the student first (supervised stage)",
+    )
+    pretrain_teacher: bool = Field(
+        True,
+        description="no model.teacher.checkpoint: train the teacher for depth first (teacher "
+        "stage); false acclimates an untrained teacher (warned)",
+    )
+    freeze_ghost_after: int | None = Field(
+        None, ge=0, description="ghost: fresh: freeze its decoder from this step on (None: never)"
+    )
+
+    @field_validator("ghost_from")
+    @classmethod
+    def _reference(cls, value: str | None) -> str | None:
+        return model_reference(value)
+
+    @model_validator(mode="after")
+    def _ghost_options(self) -> AcclimateConfig:
+        if self.ghost == "copy" and self.freeze_ghost_after is not None:
+            raise ValueError("freeze_ghost_after applies to ghost: fresh (a copied ghost is fixed)")
+        if self.ghost == "fresh" and self.ghost_from is not None:
+            raise ValueError("ghost_from applies to ghost: copy")
+        return self
 
 
 class DistillConfig(StageConfig):
@@ -340,6 +417,11 @@ class DistillConfig(StageConfig):
         description="acclimated teacher: registry name@alias, run id, checkpoint path or s3:// URL",
     )
     acclimate_first: bool = Field(True, description="no teacher given: run acclimation first")
+
+    @field_validator("teacher")
+    @classmethod
+    def _reference(cls, value: str | None) -> str | None:
+        return model_reference(value)
 
 
 class SupervisedConfig(StageConfig):
@@ -482,6 +564,7 @@ class ExperimentConfig(StrictModel):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    teacher: TeacherStageConfig = TeacherStageConfig()
     acclimate: AcclimateConfig = AcclimateConfig()
     distill: DistillConfig = DistillConfig()
     supervised: SupervisedConfig = SupervisedConfig()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from kdplatform.config.schema import DataConfig
 from kdplatform.data.loader import eval_loader
@@ -16,6 +17,7 @@ from kdplatform.errors import ConfigError
 from kdplatform.eval.metrics import MetricSums
 from kdplatform.eval.protocols import Protocol, evaluate_image, get_protocol, model_input_box
 from kdplatform.eval.tta import predict_with_flip
+from models.ghost import AcclimatedTeacher
 
 Predict = Callable[[torch.Tensor], torch.Tensor]
 
@@ -59,7 +61,7 @@ def evaluate_batches(
 
 
 def evaluate_split(
-    model: torch.nn.Module,
+    model: nn.Module,
     shards: Path,
     split: str,
     data: DataConfig,
@@ -69,7 +71,7 @@ def evaluate_split(
 ) -> MetricSums:
     """Metric sums of a depth model over every sample of one shard split, in this process.
 
-    `model(images)` may return depth or an output with a `.depth` field (an acclimated teacher).
+    An acclimated teacher is evaluated through its own head (`depth_network`).
 
     Raises:
         ConfigError: a full-frame protocol on frames that `data.eval_kb_crop` already cut.
@@ -82,10 +84,12 @@ def evaluate_split(
             hint="set data.eval_kb_crop=false (the model still sees the KB crop), or use "
             "kitti-garg-kbcrop",
         )
-    model.eval()
+    network = depth_network(model).eval()
+    return evaluate_batches(network, eval_loader(shards, split, data), proto, tta=tta)
 
-    def predict(images: torch.Tensor) -> torch.Tensor:
-        out = model(images)
-        return getattr(out, "depth", out)
 
-    return evaluate_batches(predict, eval_loader(shards, split, data), proto, tta=tta)
+def depth_network(model: nn.Module) -> nn.Module:
+    """What predicts depth (`images -> (B, 1, H, W)`): an acclimated teacher's own teacher (its
+    ghost decoder serves acclimation and distillation only, never a prediction); any other
+    model itself."""
+    return model.teacher if isinstance(model, AcclimatedTeacher) else model

@@ -28,6 +28,10 @@ ARTIFACT_DIR = "mlartifacts"
 # Tracking URIs whose server decides where artifacts go (proxied `mlflow-artifacts:` or its own
 # default root); for any other store (SQLite, a database, a file path) we set a local one.
 _SERVER_SCHEMES = frozenset({"http", "https", "databricks", "databricks-uc"})
+# The MLflow 3 UI opens an experiment in the view its kind names: "custom_model_development" is
+# the model-training view (runs, metrics, models); without the tag it may open the GenAI one.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def tracking_uri(home: Path | None = None) -> str:
@@ -63,6 +67,9 @@ def client_for(uri: str) -> MlflowClient:
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
     """The id of experiment `name`, created if missing (safe when two drivers race to create it).
 
+    It is tagged as a model-training experiment (`EXPERIMENT_KIND_TAG`), also when an older
+    depthkd created it without the tag; a kind chosen since in the UI is kept.
+
     Args:
         client: client bound to the tracking store.
         name: experiment name.
@@ -78,7 +85,9 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | Non
         if artifact_root is not None:
             location = (artifact_root.expanduser().resolve() / _slug(name)).as_uri()
         try:
-            return client.create_experiment(name, artifact_location=location)
+            return client.create_experiment(
+                name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            )
         except MlflowException:
             # Another process created it between our lookup and create: use theirs.
             experiment = client.get_experiment_by_name(name)
@@ -90,6 +99,8 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | Non
             hint=f"restore it (`mlflow experiments restore --experiment-id "
             f"{experiment.experiment_id}`) or choose another experiment name",
         )
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return experiment.experiment_id
 
 

@@ -7,8 +7,8 @@ the final metrics and exported models.
   latest checkpoint in `train.storage` (default `$DEPTHKD_HOME/ray_results`).
 * Every path crossing into workers is absolute: workers run in another directory.
 * `train.storage=s3://...` (what a multi-node cluster needs: nodes share no disk) goes to Ray as
-  a pyarrow S3 filesystem with the endpoint of the AWS environment; the teacher then travels to
-  the workers as an object under that storage, never as a path of the driver's disk.
+  a pyarrow S3 filesystem with the endpoint of the AWS environment; the input models (teacher,
+  student to copy) then travel to the workers as objects under that storage, not driver paths.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from ray.train.torch import TorchTrainer
 
 from kdplatform import storage
 from kdplatform.config.schema import ExperimentConfig, TrainConfig, depthkd_home
+from kdplatform.console import WORKER_ENV
 from kdplatform.environ import patched_environ
 from kdplatform.errors import ConfigError, DepthKDError
 from kdplatform.ports import HOST, free_port
@@ -182,16 +183,16 @@ def _checkpoint_location(checkpoint: Any, root: storage.Location) -> str | None:
     return f"{storage.S3_SCHEME}{checkpoint.path}" if storage.is_remote(root) else checkpoint.path
 
 
-def _teacher_for_workers(teacher: Path | None, job_dir: storage.Location) -> str | None:
-    """Where workers read the teacher: the driver's file, or a copy next to the job's
+def _inputs_for_workers(inputs: dict[str, Path], job_dir: storage.Location) -> dict[str, str]:
+    """Where workers read the input models: the driver's files, or copies next to the job's
     checkpoints in remote storage (workers on other nodes cannot see the driver's disk)."""
-    if teacher is None:
-        return None
     if not storage.is_remote(job_dir):
-        return str(Path(teacher).resolve())
-    target = storage.join(job_dir, "teacher.pt")
-    storage.upload_file(Path(teacher), target)
-    return str(target)
+        return {role: str(Path(path).resolve()) for role, path in inputs.items()}
+    placed = {}
+    for role, path in inputs.items():
+        placed[role] = str(storage.join(job_dir, f"{role}.pt"))
+        storage.upload_file(Path(path), placed[role])
+    return placed
 
 
 def run_stage(
@@ -201,16 +202,19 @@ def run_stage(
     shards: storage.Location,
     profile: DataProfile,
     run: JobRun | None,
-    teacher: Path | None = None,
+    inputs: dict[str, Path] | None = None,
     out_dir: Path,
     run_name: str | None = None,
     callbacks: Sequence[Any] = (),
+    progress: str | None = None,
 ) -> StageResult:
     """Runs one stage to completion (or resumes it) and copies its exported models to `out_dir`.
 
     Args:
+        inputs: input role → model file (`StageSpec.consumes`).
         run_name: Ray run name (the resume key); default `<job>-<stage>`.
         callbacks: Ray Train callbacks (a Tune trial passes its report forwarder).
+        progress: the address of the driver's progress channel (`JobConsole.stage`), if any.
     """
     started = time.perf_counter()
     root = storage_path(cfg)
@@ -221,8 +225,9 @@ def run_stage(
         shards=str(shards if storage.is_remote(shards) else Path(shards).resolve()),
         profile=profile.to_dict(),
         run=run.to_dict() if run else None,
-        teacher=_teacher_for_workers(teacher, job_dir),
+        inputs=_inputs_for_workers(inputs or {}, job_dir),
         job_dir=str(job_dir),
+        progress=progress,
     )
     train = cfg.train
     trainer = TorchTrainer(
@@ -240,6 +245,7 @@ def run_stage(
             checkpoint_config=CheckpointConfig(num_to_keep=train.keep_checkpoints),
             failure_config=FailureConfig(max_failures=train.max_failures),
             callbacks=list(callbacks) or None,
+            worker_runtime_env={"env_vars": dict(WORKER_ENV)},  # worker prints once, not twice
         ),
     )
     result = trainer.fit()

@@ -20,7 +20,8 @@ validate config → models → `prepare_model` or `deepspeed.initialize` → res
   steps since the last checkpoint are logged again, so the history has no duplicates and no gaps.
 * Where the work ran: every rank names its node at start, and at the end rank 0 logs each rank's
   node, training samples and evaluation images (`workers/<stage>.json` in the run's artifacts).
-* Shards, the teacher and the fault marker may live in `s3://` storage (multi-node clusters).
+* Shards, the input models (teacher, student to copy) and the fault marker may live in `s3://`
+  storage (multi-node clusters).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import torch.distributed as dist
 
 from kdplatform import storage
 from kdplatform.config.schema import ExperimentConfig
+from kdplatform.console import ProgressReporter
 from kdplatform.data.loader import eval_loader, train_loader
 from kdplatform.eval.runner import evaluate_batches
 from kdplatform.tracking.logger import RunLogger
@@ -70,8 +72,9 @@ class WorkerJob:
     shards: str
     profile: dict
     run: dict | None
-    teacher: str | None  # a file of the driver, or an s3:// object (multi-node)
+    inputs: dict[str, str]  # role → model file of the driver, or an s3:// object (multi-node)
     job_dir: str  # absolute or s3://; holds the fault-injection marker
+    progress: str | None = None  # the driver's progress channel (`kdplatform.console`)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,13 +90,18 @@ def train_worker(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
 
-    print(
+    reporter = ProgressReporter(job.progress, stage=job.stage)
+    reporter.line(
+        "node",
         f"[{job.stage}] rank {rank}/{world} on node {_node_id()[:12]} (pid {os.getpid()})",
-        flush=True,
+        rank=rank,
+        world=world,
+        node_id=_node_id(),
+        pid=os.getpid(),
     )
     torch.manual_seed(cfg.seed)
-    with _local_file(job.teacher) as teacher:  # the stage holds the loaded teacher
-        stage = STAGES.get(job.stage).build(cfg, profile, teacher)
+    with _local_files(job.inputs) as inputs:  # the stage holds the loaded models
+        stage = STAGES.get(job.stage).build(cfg, profile, inputs)
     model = stage.model.to(device)
     optimizer = build_optimizer(stage)
     strategy = build_strategy(
@@ -121,12 +129,13 @@ def train_worker(config: dict[str, Any]) -> None:
     if logger and start == 0:
         logger.log_params(cfg.model_dump(mode="json"))
 
-    runner = _Runner(cfg, stage, job, profile, strategy, logger)
+    runner = _Runner(cfg, stage, job, profile, strategy, logger, reporter)
     try:
         runner.train(start, replay=replay, rank=rank, world=world, device=device)
     finally:
         if logger:
             logger.close()
+        reporter.close()
 
 
 def _node_id() -> str:
@@ -135,14 +144,16 @@ def _node_id() -> str:
 
 
 @contextlib.contextmanager
-def _local_file(location: str | None) -> Iterator[Path | None]:
-    """`location` as a file of this node while the block runs: an `s3://` object is downloaded
+def _local_files(locations: dict[str, str]) -> Iterator[dict[str, Path]]:
+    """`locations` as files of this node while the block runs: `s3://` objects are downloaded
     to a temporary dir, removed afterwards."""
-    if location is None or not storage.is_remote(location):
-        yield Path(location) if location else None
-        return
-    with tempfile.TemporaryDirectory(prefix="depthkd-teacher-") as scratch:
-        yield storage.download_file(location, Path(scratch) / Path(location).name)
+    with tempfile.TemporaryDirectory(prefix="depthkd-inputs-") as scratch:
+        yield {
+            role: storage.download_file(location, Path(scratch) / f"{role}.pt")
+            if storage.is_remote(location)
+            else Path(location)
+            for role, location in locations.items()
+        }
 
 
 def _plain(metrics: dict[str, float]) -> dict[str, float]:
@@ -161,9 +172,10 @@ class _Runner:
         profile: DataProfile,
         strategy: Strategy,
         logger: RunLogger | None,
+        reporter: ProgressReporter,
     ) -> None:
         self.cfg, self.stage, self.job, self.profile = cfg, stage, job, profile
-        self.strategy, self.logger = strategy, logger
+        self.strategy, self.logger, self.reporter = strategy, logger, reporter
         self.train_cfg = cfg.train
         self.shards = job.shards
         self.frame_size: tuple[int, int] | None = None  # of the eval frames, for the export
@@ -206,6 +218,8 @@ class _Runner:
         total, accumulate = self.stage.cfg.steps, self.train_cfg.accumulate
         if replay is not None:
             ray.train.report(replay)
+        if rank == 0:
+            self.reporter.start(start, total)
         strategy = self.strategy
         batches = self._micro_batches(start * accumulate, device)
         window: dict[str, float] = {}
@@ -237,13 +251,19 @@ class _Runner:
                 metrics["train/step_time_ms"] = 1000 * elapsed / window_steps
                 self._log(metrics, done)
                 if rank == 0:
-                    print(
-                        f"[{self.stage.name}] step {done}/{total} loss {metrics['train/loss']:.4f} "
+                    self.reporter.step(
+                        done,
+                        total,
+                        text=f"[{self.stage.name}] step {done}/{total} "
+                        f"loss {metrics['train/loss']:.4f} "
                         f"{metrics['train/samples_per_s']:.1f} samples/s",
-                        flush=True,
+                        loss=metrics["train/loss"],
+                        samples_per_s=metrics["train/samples_per_s"],
                     )
                 window, window_steps, window_samples = {}, 0, 0
                 window_start = time.perf_counter()
+            elif rank == 0:
+                self.reporter.step(done, total)
             evaluate = done % self.train_cfg.eval_every == 0 or done == total
             save = done % self.train_cfg.checkpoint_every == 0 or done == total
             if not (evaluate or save):
@@ -278,11 +298,12 @@ class _Runner:
         if rank != 0:
             return
         for r in records:
-            print(
+            self.reporter.line(
+                "workers",
                 f"[{self.stage.name}] rank {r['rank']} on node {r['node_id'][:12]}: "
                 f"{r['train_samples']} training samples in this attempt, {r['eval_images']} "
                 f"{self.cfg.data.eval_split} images in the last evaluation",
-                flush=True,
+                **r,
             )
         if self.logger:
             self.logger.log_dict({"workers": records}, f"workers/{self.stage.name}.json")
@@ -306,7 +327,10 @@ class _Runner:
         if storage.exists(marker):
             return
         storage.write_bytes(marker, f"killed at step {step}\n".encode())
-        print(f"[{self.stage.name}] fault injection: rank 0 exits at step {step}", flush=True)
+        self.reporter.line(
+            "event", f"[{self.stage.name}] fault injection: rank 0 exits at step {step}", step=step
+        )
+        self.reporter.close()  # before the exit: the line must reach the driver
         os._exit(1)
 
     def evaluate(
@@ -338,11 +362,16 @@ class _Runner:
         if self.logger and grid:
             self.logger.log_image_grid(step, *grid[0], max_depth=self.profile.max_depth)
         if rank == 0:
-            print(
+            self.reporter.line(
+                "eval",
                 f"[{self.stage.name}] eval step {step} ({split}, {self.profile.protocol}, "
                 f"{sums.n_images} images): abs_rel {means[f'{split}/abs_rel']:.4f} "
                 f"rmse {means[f'{split}/rmse']:.4f} d1 {means[f'{split}/d1']:.4f}",
-                flush=True,
+                step=step,
+                split=split,
+                protocol=self.profile.protocol,
+                images=sums.n_images,
+                **{k.removeprefix(f"{split}/"): v for k, v in means.items()},
             )
         return means
 

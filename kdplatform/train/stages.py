@@ -7,10 +7,17 @@ Each `*_step(batch, ...) -> dict[str, Tensor]` is pure (no Ray, no MLflow) and r
 Each stage's objective is the weighted sum of the named terms in its config's `losses` mapping
 (`weighted_objective`); only terms with a weight > 0 are computed.
 
-* `acclimate`: teacher + ghost decoder; SILog on the ghost output and on the teacher's own head.
+* `teacher`: the teacher alone with SILog: a depth-trained teacher for acclimation to start from.
+* `supervised`: the student alone with SILog (the no-KD baseline of the same student; its decoder
+  and head are what DisDepth's ghost decoder copies).
+* `acclimate`: depth-trained teacher + ghost decoder; SILog on the ghost output and on the
+  teacher's own head. The ghost's copied decoder and head stay fixed (see `AcclimateConfig`).
 * `distill`: frozen acclimated teacher; `silog + α·attentive_kd + β·response_kd` on the student.
-* `supervised`: the student alone with SILog (the no-KD baseline of the same student).
 * `cross_distill`: URCDC's dual branch, supervised and pseudo-label steps alternating or summed.
+
+Models pass between stages as files (`inputs`, role → path): a stage's `consumes` names the
+role each input plays for it and what it is (`pretrained` teacher, trained `student`,
+`acclimated` teacher); its `produces` says what each exported role becomes for later stages.
 """
 
 from __future__ import annotations
@@ -29,8 +36,14 @@ from kdplatform.train.profile import DataProfile
 from models import losses
 from models.depth_model import DepthModel
 from models.ghost import AcclimatedTeacher
+from models.serialization import load_model
 from models.urcdc import bypass_schedule
-from models.zoo import build_acclimated_teacher, build_cross_distill, build_student
+from models.zoo import (
+    build_acclimated_teacher,
+    build_cross_distill,
+    build_student,
+    build_teacher,
+)
 
 Batch = dict[str, Tensor]
 
@@ -210,7 +223,7 @@ class Stage:
     eval_before: bool = False
 
 
-StageBuilder = Callable[[ExperimentConfig, DataProfile, "Path | None"], Stage]
+StageBuilder = Callable[[ExperimentConfig, DataProfile, "dict[str, Path]"], Stage]
 
 
 @dataclass(frozen=True)
@@ -221,29 +234,46 @@ class StageSpec:
         name: registry key and Ray run suffix (`<job>-<name>`).
         title: one line for consoles.
         section: the `ExperimentConfig` attribute with the stage's steps, optimizer and losses.
-        build: `(cfg, profile, teacher checkpoint) -> Stage`, called in each worker.
-        needs_teacher: the stage distils from an acclimated teacher checkpoint.
+        build: `(cfg, profile, inputs) -> Stage`, called in each worker; `inputs` maps the roles
+            of `consumes` to local model files.
+        consumes: input role → the kind of model it takes (`pretrained`, `student`,
+            `acclimated`); the job decides which of them it hands over (`jobs.job_stages`).
+        produces: exported role → what it is for later stages and the registry.
     """
 
     name: str
     title: str
     section: str
     build: StageBuilder
-    needs_teacher: bool = False
+    consumes: dict[str, str] = field(default_factory=dict)
+    produces: dict[str, str] = field(default_factory=dict)
 
     def config(self, cfg: ExperimentConfig) -> StageConfig:
         """The stage's section of `cfg`."""
         return getattr(cfg, self.section)
 
+    @property
+    def needs_teacher(self) -> bool:
+        """The stage distils from an acclimated teacher."""
+        return "acclimated" in self.consumes.values()
+
 
 STAGES: Registry[StageSpec] = Registry("stage")
 
 
-def stage(name: str, title: str, *, needs_teacher: bool = False) -> Callable:
+def stage(
+    name: str,
+    title: str,
+    *,
+    consumes: dict[str, str] | None = None,
+    produces: dict[str, str] | None = None,
+) -> Callable:
     """Registers a stage builder under `name`; its config section has the same name."""
 
     def add(build: StageBuilder) -> StageBuilder:
-        STAGES.register(name)(StageSpec(name, title, name, build, needs_teacher))
+        STAGES.register(name)(
+            StageSpec(name, title, name, build, dict(consumes or {}), dict(produces or {}))
+        )
         return build
 
     return add
@@ -253,18 +283,80 @@ def _encoder_ids(*models: DepthModel) -> set[int]:
     return {id(p) for m in models for p in m.backbone.parameters()}
 
 
-@stage("acclimate", "teacher acclimation through the ghost decoder")
-def acclimate_stage(cfg: ExperimentConfig, profile: DataProfile, teacher: Path | None) -> Stage:
+def _depth_stage(
+    name: str, model: DepthModel, stage_cfg: StageConfig, profile: DataProfile, role: str
+) -> Stage:
+    """A model trained alone with its supervised objective (student baseline, teacher)."""
+    weights = stage_cfg.active_losses()
+    return Stage(
+        name=name,
+        cfg=stage_cfg,
+        model=model,
+        step=lambda m, batch, step: supervised_step(
+            m, batch, weights=weights, loss=stage_cfg.loss, min_depth=profile.loss_min_depth
+        ),
+        predict=lambda m, images: m(images),
+        exports=lambda m: {role: m},
+        encoder_params=_encoder_ids(model),
+    )
+
+
+@stage(
+    "teacher",
+    "depth training of the teacher",
+    consumes={"teacher": "pretrained"},
+    produces={"teacher": "pretrained"},
+)
+def teacher_stage(cfg: ExperimentConfig, profile: DataProfile, inputs: dict[str, Path]) -> Stage:
+    model = build_teacher(cfg.model.teacher, max_depth=profile.max_depth)
+    _start_from_teacher(model, inputs)  # model.teacher.checkpoint: continue training it
+    return _depth_stage("teacher", model, cfg.teacher, profile, "teacher")
+
+
+def _start_from_teacher(teacher: DepthModel, inputs: dict[str, Path]) -> None:
+    """Loads the depth-trained teacher of `inputs` into `teacher`, when there is one."""
+    if "teacher" in inputs:
+        teacher.load_state_dict(load_model(inputs["teacher"], expect="teacher").state_dict())
+
+
+def frozen_ghost_part(cfg: ExperimentConfig, module: AcclimatedTeacher, step: int) -> nn.Module:
+    """What of the ghost decoder is fixed at `step`: a function of the stage and the step alone,
+    so a resumed job is in the same state as one that never stopped."""
+    accl = cfg.acclimate
+    if accl.ghost == "copy" or (
+        accl.freeze_ghost_after is not None and step >= accl.freeze_ghost_after
+    ):
+        return module.ghost.fixed_part()
+    return nn.ModuleList()
+
+
+def _fix(part: nn.Module) -> None:
+    # eval mode too: BatchNorm in train mode would move the fixed part's running statistics
+    part.eval().requires_grad_(False)
+
+
+@stage(
+    "acclimate",
+    "teacher acclimation through the ghost decoder",
+    consumes={"teacher": "pretrained", "ghost": "student"},
+    produces={"teacher": "acclimated"},
+)
+def acclimate_stage(cfg: ExperimentConfig, profile: DataProfile, inputs: dict[str, Path]) -> Stage:
     model = build_acclimated_teacher(
         cfg.model.teacher, cfg.model.student, max_depth=profile.max_depth
     )
+    _start_from_teacher(model.teacher, inputs)
     stage_cfg = cfg.acclimate
+    if stage_cfg.ghost == "copy":
+        if "ghost" not in inputs:
+            raise ValueError("acclimate.ghost=copy needs the trained student to copy")
+        model.ghost.copy_student(load_model(inputs["ghost"], expect="student"))
+    _fix(frozen_ghost_part(cfg, model, 0))  # before DDP wraps it: fixed weights never sync
     weights = stage_cfg.active_losses()
 
-    def freeze_ghost(module: nn.Module, step: int) -> None:
-        if stage_cfg.freeze_ghost_after is not None and step == stage_cfg.freeze_ghost_after:
-            for p in _unwrap(module).ghost.parameters():
-                p.requires_grad_(False)
+    def fix_ghost(module: nn.Module, step: int) -> None:
+        # every step: the loop puts the whole model back in train mode after each evaluation
+        _fix(frozen_ghost_part(cfg, _unwrap(module), step))
 
     return Stage(
         name="acclimate",
@@ -276,40 +368,31 @@ def acclimate_stage(cfg: ExperimentConfig, profile: DataProfile, teacher: Path |
         predict=lambda m, images: m(images).depth,
         exports=lambda m: {"teacher": m},
         encoder_params=_encoder_ids(model.teacher),
-        # the ghost decoder may be frozen mid-run, and a head without a weighted term idles
+        # a fresh ghost may be frozen mid-run, and a head without a weighted term idles
         find_unused_parameters=stage_cfg.freeze_ghost_after is not None or len(weights) < 2,
-        on_step=freeze_ghost,
+        on_step=fix_ghost,
         eval_before=True,
     )
 
 
-@stage("supervised", "student without KD (baseline)")
-def supervised_stage(cfg: ExperimentConfig, profile: DataProfile, teacher: Path | None) -> Stage:
+@stage("supervised", "student without KD (baseline)", produces={"student": "student"})
+def supervised_stage(cfg: ExperimentConfig, profile: DataProfile, inputs: dict[str, Path]) -> Stage:
     model = build_student(cfg.model.student, max_depth=profile.max_depth)
-    stage_cfg = cfg.supervised
-    weights = stage_cfg.active_losses()
-    return Stage(
-        name="supervised",
-        cfg=stage_cfg,
-        model=model,
-        step=lambda m, batch, step: supervised_step(
-            m, batch, weights=weights, loss=stage_cfg.loss, min_depth=profile.loss_min_depth
-        ),
-        predict=lambda m, images: m(images),
-        exports=lambda m: {"student": m},
-        encoder_params=_encoder_ids(model),
-    )
+    return _depth_stage("supervised", model, cfg.supervised, profile, "student")
 
 
-@stage("distill", "student distillation from the frozen teacher", needs_teacher=True)
-def distill_stage(cfg: ExperimentConfig, profile: DataProfile, teacher: Path | None) -> Stage:
-    from models.serialization import load_model
-
-    if teacher is None:
+@stage(
+    "distill",
+    "student distillation from the frozen teacher",
+    consumes={"teacher": "acclimated"},
+    produces={"student": "student"},
+)
+def distill_stage(cfg: ExperimentConfig, profile: DataProfile, inputs: dict[str, Path]) -> Stage:
+    if "teacher" not in inputs:
         raise ValueError("the distill stage needs an acclimated teacher checkpoint")
     # the student first: same seed, same init as the `supervised` baseline (a fair comparison)
     model = build_student(cfg.model.student, max_depth=profile.max_depth)
-    frozen = load_model(teacher, expect="teacher")
+    frozen = load_model(inputs["teacher"], expect="teacher")
     frozen.eval().requires_grad_(False)
     stage_cfg = cfg.distill
     weights = stage_cfg.active_losses()
@@ -332,8 +415,15 @@ def distill_stage(cfg: ExperimentConfig, profile: DataProfile, teacher: Path | N
     )
 
 
-@stage("cross_distill", "URCDC cross-distillation")
-def cross_distill_stage(cfg: ExperimentConfig, profile: DataProfile, teacher: Path | None) -> Stage:
+@stage(
+    "cross_distill",
+    "URCDC cross-distillation",
+    consumes={"teacher": "pretrained"},
+    produces={"student": "student"},
+)
+def cross_distill_stage(
+    cfg: ExperimentConfig, profile: DataProfile, inputs: dict[str, Path]
+) -> Stage:
     stage_cfg = cfg.cross_distill
     weights = stage_cfg.active_losses()
     model = build_cross_distill(
@@ -342,6 +432,7 @@ def cross_distill_stage(cfg: ExperimentConfig, profile: DataProfile, teacher: Pa
         max_depth=profile.max_depth,
         p_bypass=stage_cfg.p_bypass,
     )
+    _start_from_teacher(model.teacher, inputs)
 
     def step(m: nn.Module, batch: Batch, index: int) -> dict[str, Tensor]:
         p = _unwrap(m).p_bypass

@@ -38,3 +38,20 @@ def test_ensure_experiment_get_or_create_and_deleted(home: Path) -> None:
     with pytest.raises(ConfigError, match="kd/nyu distill") as info:
         ensure_experiment(client, "kd/nyu distill", artifact_root(home))
     assert info.value.hint is not None and exp_id in info.value.hint
+
+
+def test_experiments_open_in_the_model_training_view(home: Path) -> None:
+    # MLflow 3's UI picks an experiment's view by this tag; "genai_development" is the GenAI one
+    client = MlflowClient(tracking_uri(home))
+
+    def kind(experiment_id: str) -> str | None:
+        return client.get_experiment(experiment_id).tags.get("mlflow.experimentKind")
+
+    created = ensure_experiment(client, "kd/new", artifact_root(home))
+    assert kind(created) == "custom_model_development"
+    older = client.create_experiment("kd/older")  # made by a depthkd without the tag
+    assert ensure_experiment(client, "kd/older", None) == older
+    assert kind(older) == "custom_model_development"
+    client.set_experiment_tag(older, "mlflow.experimentKind", "genai_development")  # a user's pick
+    ensure_experiment(client, "kd/older", None)
+    assert kind(older) == "genai_development"

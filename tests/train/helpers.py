@@ -32,7 +32,10 @@ def tiny_config(home: Path, **sections: dict) -> ExperimentConfig:
             "storage": str(home / "ray_results"),
         },
         "eval": {"max_batches": 1},
-        "acclimate": {"steps": 2},
+        # a fresh teacher and ghost: no teacher / student stages before acclimation (the
+        # DisDepth path, `acclimate_stages`, has its own tests)
+        "acclimate": {"steps": 2, "pretrain_teacher": False, "ghost": "fresh"},
+        "teacher": {"steps": 2},
         "distill": {"steps": 4},
         "supervised": {"steps": 4},
         "cross_distill": {"steps": 2},

@@ -98,16 +98,16 @@ def test_weight_zero_is_exactly_leaving_the_term_out(tmp_path, stage: str, zeroe
     full = dict(LOSS_TERMS[stage])
     with_zero = {**full, zeroed: 0.0}
     without = {k: v for k, v in full.items() if k != zeroed}
-    teacher = None
+    inputs = {}
     if STAGES.get(stage).needs_teacher:
         base = tiny_config(tmp_path)
         model = build_acclimated_teacher(base.model.teacher, base.model.student, max_depth=10.0)
-        teacher = save_model(model, tmp_path / "teacher.pt")
+        inputs = {"teacher": save_model(model, tmp_path / "teacher.pt")}
     results = []
     for losses in (with_zero, without):
         cfg = tiny_config(tmp_path, **{stage: {"losses": losses}})
         torch.manual_seed(0)
-        built = STAGES.get(stage).build(cfg, PROFILE, teacher)
+        built = STAGES.get(stage).build(cfg, PROFILE, inputs)
         terms = built.step(built.model.train(), _batch(), 0)
         terms["loss"].backward()
         grads = [p.grad.clone() for p in built.model.parameters() if p.grad is not None]
@@ -122,7 +122,7 @@ def test_weight_zero_is_exactly_leaving_the_term_out(tmp_path, stage: str, zeroe
 def test_the_objective_is_the_weighted_sum_of_the_logged_terms(tmp_path) -> None:
     weights = {"silog_teacher": 0.7, "silog_student": 1.3, "confidence_fit": 0.5}
     cfg = tiny_config(tmp_path, cross_distill={"losses": {**weights, "cross_t2s": 0.2}})
-    built = STAGES.get("cross_distill").build(cfg, PROFILE, None)
+    built = STAGES.get("cross_distill").build(cfg, PROFILE, {})
     terms = built.step(built.model.train(), _batch(), 0)  # even step: the supervised phase
     assert set(terms) == {*weights, "loss"}
     expected = sum(w * terms[name] for name, w in weights.items())

@@ -1,0 +1,8 @@
+"""`python pipelines/teacher.py [--config FILE] [key=value ...]` = `depthkd teacher`."""
+
+import sys
+
+from kdplatform.cli.main import main
+
+if __name__ == "__main__":
+    sys.exit(main(["teacher", *sys.argv[1:]]))

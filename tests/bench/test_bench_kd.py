@@ -1,0 +1,67 @@
+"""`depthkd bench kd` reporting: ratios and gaps against the right no-KD row, split labels on
+every figure, and the table and chart written next to the JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from kdplatform.bench.kd import BASELINE, ROWS, KDBenchResult, markdown, write_result
+
+
+def _result() -> KDBenchResult:
+    rows = {}
+    for i, row in enumerate(ROWS):
+        base = 0.30 if row.lg_global else 0.32
+        test = [base, base + 0.01, base - 0.01] if row.teacher is None else [0.24, 0.25, 0.26]
+        rows[row.key] = {
+            "label": row.label,
+            "lg_global": row.lg_global,
+            "test": {"abs_rel": test, "rmse": [1.0 + i] * 3, "d1": [0.5] * 3},
+            "val": {"abs_rel": [v + 0.02 for v in test], "rmse": [1.0] * 3, "d1": [0.5] * 3},
+        }
+    metrics = {"abs_rel": 0.2, "rmse": 0.9, "d1": 0.6}
+    return KDBenchResult(
+        config="bench-kd",
+        protocol="kitti-garg-full",
+        selection_split="val",
+        report_split="test",
+        seeds=[0, 1, 2],
+        steps={"teacher": 6, "supervised": 2, "acclimate": 1, "distill": 2},
+        test_images=72,
+        rows=rows,
+        teacher={
+            "before": {"val": metrics, "test": metrics},
+            "after": {"val": {"abs_rel": [0.201] * 3}, "test": {"abs_rel": [0.2] * 3}},
+        },
+        seconds={},
+    )
+
+
+def test_each_row_is_compared_with_the_no_kd_row_of_its_own_student() -> None:
+    result = _result()
+    ratio, gap = result.versus_baseline("attentive_response")
+    assert ratio == pytest.approx(0.25 / 0.30)
+    assert gap == pytest.approx((0.30 - 0.25) / 0.01)  # both rows' std is 0.01
+    ratio, _ = result.versus_baseline("kd_local")
+    assert ratio == pytest.approx(0.25 / 0.32)  # the LG-local student's own baseline
+    assert set(BASELINE.values()) <= set(result.rows)
+
+
+def test_table_and_chart_say_which_split_and_protocol(tmp_path) -> None:
+    result = _result()
+    table = markdown(result)
+    assert "**test split** (72 images, protocol kitti-garg-full)" in table
+    assert "| student | test abs_rel | × no KD | gap (σ) |" in table
+    assert (
+        "| attentive + response KD (fixed copied ghost) | 0.2500 ± 0.0100 | 0.833 | 5.0 |" in table
+    )
+    assert "after / before: 1.005" in table
+    paths = write_result(result, tmp_path, "kd-x")
+    assert json.loads(paths["json"].read_text())["report_split"] == "test"
+    assert paths["md"].read_text() == table
+    with Image.open(paths["png"]) as chart:
+        assert chart.format == "PNG" and chart.width > 400
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kd-x.json", "kd-x.md", "kd-x.png"]
