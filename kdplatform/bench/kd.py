@@ -109,11 +109,24 @@ class KDBenchResult:
     def versus_baseline(self, key: str) -> tuple[float, float]:
         """(row / its no-KD row, gap in standard deviations) of the test abs_rel means; the gap
         divides by the larger of the two rows' standard deviations."""
-        baseline = BASELINE[self.rows[key]["lg_global"]]
         mean, std = self.summary(key)
-        base_mean, base_std = self.summary(baseline)
+        base_mean, base_std = self.summary(self.baseline_of(key))
         spread = max(std, base_std)
         return mean / base_mean, (base_mean - mean) / spread if spread else float("inf")
+
+    def paired_gain(self, key: str) -> tuple[float, float]:
+        """Mean and std over seeds of the per-seed test abs_rel reduction against the no-KD row
+        (a seed fixes both rows' init and data order, so they pair up)."""
+        base = self.rows[self.baseline_of(key)]["test"]["abs_rel"]
+        gains = [b - r for b, r in zip(base, self.rows[key]["test"]["abs_rel"], strict=True)]
+        return statistics.fmean(gains), statistics.stdev(gains) if len(gains) > 1 else 0.0
+
+    def row_keys(self) -> list[str]:
+        """The rows in `ROWS` order (a JSON round trip sorts them)."""
+        return [row.key for row in ROWS if row.key in self.rows]
+
+    def baseline_of(self, key: str) -> str:
+        return BASELINE[self.rows[key]["lg_global"]]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -273,30 +286,33 @@ def _split_size(ctx: JobContext, split: str) -> int:
 def markdown(result: KDBenchResult) -> str:
     """The result as a Markdown table (test, mean ± std over seeds; val beside it)."""
     test, val = result.report_split, result.selection_split
+    steps = ", ".join(f"{stage} {n}" for stage, n in result.steps.items())
     lines = [
         f"# depthkd bench kd — {result.config}",
         "",
         f"Student rows: **{test} split** ({result.test_images} images, protocol "
         f"{result.protocol}), mean ± std over seeds {result.seeds}; {val} abs_rel beside it. "
-        f"Steps: {result.steps}. Weights fixed in the config before the run. Ratio and gap: "
-        "against the no-KD row of the same student (gap in standard deviations, the larger of "
-        f"the two). Machine: {result.machine}.",
+        f"Steps: {steps}. Weights fixed in the config before the run. Ratio and gap: "
+        "against the no-KD row of the same student: gap = difference of the means in standard "
+        "deviations (the larger of the two rows'); paired = the per-seed reduction (same init "
+        f"and data order), mean ± std. Machine: {result.machine}.",
         "",
-        f"| student | {test} abs_rel | × no KD | gap (σ) | {test} rmse | {test} d1 "
-        f"| {val} abs_rel |",
-        "|---|---|---|---|---|---|---|",
+        f"| student | {test} abs_rel | × no KD | gap (σ) | paired reduction | {test} rmse "
+        f"| {test} d1 | {val} abs_rel |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for key, row in result.rows.items():
-        cells = []
+    for key in result.row_keys():
+        row, cells = result.rows[key], []
         for metric in REPORTED:
             mean, std = result.summary(key, metric)
             cells.append(f"{mean:.4f} ± {std:.4f}")
-        ratio, gap = result.versus_baseline(key)
-        is_base = key in BASELINE.values()
         val_mean, val_std = result.summary(key, "abs_rel", "val")
+        versus = ["—", "—", "—"]
+        if key not in BASELINE.values():
+            (ratio, gap), (gain, spread) = result.versus_baseline(key), result.paired_gain(key)
+            versus = [f"{ratio:.3f}", f"{gap:.1f}", f"{gain:.4f} ± {spread:.4f}"]
         lines.append(
-            f"| {row['label']} | {cells[0]} | {'—' if is_base else f'{ratio:.3f}'} | "
-            f"{'—' if is_base else f'{gap:.1f}'} | {cells[1]} | {cells[2]} | "
+            f"| {row['label']} | {cells[0]} | {' | '.join(versus)} | {cells[1]} | {cells[2]} | "
             f"{val_mean:.4f} ± {val_std:.4f} |"
         )
     before, after = result.teacher["before"], result.teacher["after"]
@@ -316,7 +332,7 @@ def bar_chart(result: KDBenchResult, path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    keys = list(result.rows)
+    keys = result.row_keys()
     means = [result.summary(k)[0] for k in keys]
     stds = [result.summary(k)[1] for k in keys]
     figure = Figure(figsize=(8, 0.45 * len(keys) + 1.4), layout="constrained")

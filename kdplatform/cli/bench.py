@@ -5,7 +5,8 @@ closing notes.
   `benchmarks/results/<date>-<host>.{json,md}` (`kdplatform.bench.suite`).
 * `loader`: shard loader vs per-file baseline, plus `data prepare` time.
 * `train`: platform overhead, the distill step in a plain PyTorch loop vs through Ray Train.
-* `kd`: the same student with and without distillation on one config, through the real jobs.
+* `kd`: every KD ablation row against the no-KD student, several seeds, on the test split,
+  through the real jobs (table, bar chart, JSON under benchmarks/results).
 * `asha`: the same sweep configurations under ASHA and at the full budget, back to back.
 * `trial-overhead`: one sweep trial against the same job run alone.
 """

@@ -142,7 +142,7 @@ def _preview(models: dict[str, Path], ctx: JobContext) -> Path:
         first_frames(ctx.shards, split, cfg.data, 3),
         {role: depth_network(load_model(path)) for role, path in models.items()},
         max_depth=ctx.profile.max_depth,
-        title=f"job {cfg.name}: {split} frames ({ctx.profile.protocol} data)",
+        title=f"job {cfg.name}: {split} frames ({ctx.profile.family}, {ctx.profile.protocol})",
     )
 
 

@@ -54,10 +54,9 @@ def test_table_and_chart_say_which_split_and_protocol(tmp_path) -> None:
     result = _result()
     table = markdown(result)
     assert "**test split** (72 images, protocol kitti-garg-full)" in table
-    assert "| student | test abs_rel | × no KD | gap (σ) |" in table
-    assert (
-        "| attentive + response KD (fixed copied ghost) | 0.2500 ± 0.0100 | 0.833 | 5.0 |" in table
-    )
+    assert "| student | test abs_rel | × no KD | gap (σ) | paired reduction |" in table
+    row = "| attentive + response KD (fixed copied ghost) | 0.2500 ± 0.0100 | 0.833 | 5.0 |"
+    assert f"{row} 0.0500 ± 0.0173 |" in table  # per seed: 0.06, 0.06, 0.03
     assert "after / before: 1.005" in table
     paths = write_result(result, tmp_path, "kd-x")
     assert json.loads(paths["json"].read_text())["report_split"] == "test"
