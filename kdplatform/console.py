@@ -190,7 +190,7 @@ class _StageView:
         self.name, self.console = name, console
         self.bar = None
         self.origin: tuple[float, int] = (time.time(), 0)  # worker time and step of the start
-        self.quarter = 0  # without a terminal: progress lines at each quarter of the stage only
+        self.quarter = 0  # without a terminal: a progress line per quarter of the stage only
 
     def show(self, event: dict[str, Any]) -> None:
         kind = event["kind"]
@@ -232,8 +232,9 @@ class _StageView:
                     )
                 self.bar.update(step - self.bar.n)
         elif self.console.bars and event.get("text"):
+            # the stage's last step is followed by its evaluation line: no progress line for it
             quarter = 4 * step // max(total, 1)
-            if quarter <= self.quarter:
+            if quarter <= self.quarter or step >= total:
                 return
             self.quarter = quarter
             started, first = self.origin
