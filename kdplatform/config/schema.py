@@ -12,7 +12,15 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from kdplatform.storage import parse_location
 
@@ -49,6 +57,10 @@ def model_reference(value: str | None) -> str | None:
         return value
     path = Path(value).expanduser()
     return str(path.resolve()) if path.exists() else value
+
+
+# A model a config names (`name@alias`, run id, `s3://` URL or a local file, made absolute).
+ModelReference = Annotated[str | None, AfterValidator(model_reference)]
 
 
 def depthkd_home() -> Path:
@@ -205,7 +217,7 @@ class TeacherConfig(StrictModel):
     name: str = "swin_tiny"
     weights: Path | None = Field(None, description="local encoder weights (.safetensors/.pth)")
     decoder_width: int | None = Field(None, ge=8, description="DPT decoder width; registry default")
-    checkpoint: str | None = Field(
+    checkpoint: ModelReference = Field(
         None,
         description="depth-trained teacher: model file, s3:// URL, name@alias, run id or a "
         "state dict (.pt/.pth/.safetensors) with key_map",
@@ -220,11 +232,6 @@ class TeacherConfig(StrictModel):
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return absolute_path(value)
-
-    @field_validator("checkpoint")
-    @classmethod
-    def _reference(cls, value: str | None) -> str | None:
-        return model_reference(value)
 
     @model_validator(mode="after")
     def _key_map_needs_checkpoint(self) -> TeacherConfig:
@@ -379,7 +386,7 @@ class AcclimateConfig(StageConfig):
     ghost: Literal["copy", "fresh"] = Field(
         "copy", description="copy: a trained student's decoder, fixed; fresh: trainable (ablation)"
     )
-    ghost_from: str | None = Field(
+    ghost_from: ModelReference = Field(
         None,
         description="ghost: copy: the trained student (model file, s3:// URL, name@alias, run "
         "id); unset: the job trains the student first (supervised stage)",
@@ -392,11 +399,6 @@ class AcclimateConfig(StageConfig):
     freeze_ghost_after: int | None = Field(
         None, ge=0, description="ghost: fresh: freeze its decoder from this step on (None: never)"
     )
-
-    @field_validator("ghost_from")
-    @classmethod
-    def _reference(cls, value: str | None) -> str | None:
-        return model_reference(value)
 
     @model_validator(mode="after")
     def _ghost_options(self) -> AcclimateConfig:
@@ -412,16 +414,11 @@ class DistillConfig(StageConfig):
 
     STAGE: ClassVar[str] = "distill"
     losses: dict[str, float] = _objective("distill")
-    teacher: str | None = Field(
+    teacher: ModelReference = Field(
         None,
         description="acclimated teacher: registry name@alias, run id, checkpoint path or s3:// URL",
     )
     acclimate_first: bool = Field(True, description="no teacher given: run acclimation first")
-
-    @field_validator("teacher")
-    @classmethod
-    def _reference(cls, value: str | None) -> str | None:
-        return model_reference(value)
 
 
 class SupervisedConfig(StageConfig):

@@ -284,16 +284,25 @@ def _encoder_ids(*models: DepthModel) -> set[int]:
 
 
 def _depth_stage(
-    name: str, model: DepthModel, stage_cfg: StageConfig, profile: DataProfile, role: str
+    name: str,
+    model: DepthModel,
+    stage_cfg: StageConfig,
+    profile: DataProfile,
+    role: str,
+    step: Callable[[nn.Module, Batch, int], dict[str, Tensor]] | None = None,
 ) -> Stage:
-    """A model trained alone with its supervised objective (student baseline, teacher)."""
+    """One `DepthModel` trained and exported as `role`; `step` defaults to its supervised
+    objective alone (student baseline, teacher)."""
     weights = stage_cfg.active_losses()
     return Stage(
         name=name,
         cfg=stage_cfg,
         model=model,
-        step=lambda m, batch, step: supervised_step(
-            m, batch, weights=weights, loss=stage_cfg.loss, min_depth=profile.loss_min_depth
+        step=step
+        or (
+            lambda m, batch, index: supervised_step(
+                m, batch, weights=weights, loss=stage_cfg.loss, min_depth=profile.loss_min_depth
+            )
         ),
         predict=lambda m, images: m(images),
         exports=lambda m: {role: m},
@@ -404,15 +413,7 @@ def distill_stage(cfg: ExperimentConfig, profile: DataProfile, inputs: dict[str,
             m, frozen, batch, weights=weights, loss=stage_cfg.loss, min_depth=profile.loss_min_depth
         )
 
-    return Stage(
-        name="distill",
-        cfg=stage_cfg,
-        model=model,
-        step=step,
-        predict=lambda m, images: m(images),
-        exports=lambda m: {"student": m},
-        encoder_params=_encoder_ids(model),
-    )
+    return _depth_stage("distill", model, stage_cfg, profile, "student", step)
 
 
 @stage(
