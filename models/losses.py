@@ -2,6 +2,8 @@
 
 * SILog (Eigen et al.; BTS variant): the supervised depth loss of students, teachers and ghosts.
 * Attentive feature KD (our formulation) and response KD: the DisDepth-style stage-2 terms.
+* The pseudo-label loss on unlabeled images (SILog to cached teacher depth, the hardest pixels
+  of each image ignored as in Depth Anything V2, optionally confidence-weighted).
 * URCDC-Depth's uncertainty-rectified cross-distillation, its confidence target and the fit of
   the predicted confidences, plus our "rectified" extension for sparse ground truth.
 
@@ -105,6 +107,59 @@ def silog_loss(
     count = mask.sum().clamp_min(1)
     mean_e = e.sum() / count
     mean_e2 = e.square().sum() / count
+    return scale * _safe_sqrt(mean_e2 - variance_focus * mean_e.square())
+
+
+def pseudo_label_loss(
+    pred: Tensor,
+    pseudo: Tensor,
+    valid: Tensor | None = None,
+    *,
+    confidence: Tensor | None = None,
+    ignore_top: float = 0.1,
+    variance_focus: float = 0.85,
+    scale: float = 10.0,
+    min_depth: float = 0.1,
+) -> Tensor:
+    """SILog of the student against a teacher's cached pseudo-depth, robust to its mistakes.
+
+    As ``silog_loss`` with the pseudo-depth as target, plus what Depth Anything V2 does for
+    pseudo-labelled images: per image, the ``ignore_top`` share of pixels with the largest
+    |ln d − ln p| is left out (a teacher's worst pixels are more often its errors than the
+    student's). ``confidence`` (the teacher's per-pixel confidence in [0, 1], where it has one)
+    weights the remaining pixels: mean e² and mean e become confidence-weighted means.
+
+    Args:
+        pred: student depth (B, 1, H, W).
+        pseudo: pseudo-depth (B, 1, H, W); 0 marks pixels (and images) without one.
+        valid: optional bool mask (B, 1, H, W), e.g. the rows of a batch that carry pseudo-labels.
+        confidence: optional per-pixel weights (B, 1, H, W) in [0, 1]; detached here.
+        ignore_top: share of each image's pixels with the largest error left out, in [0, 1).
+        variance_focus: λ of SILog.
+        scale: SILog's factor 10.
+        min_depth: pseudo-depths at or below this are ignored.
+
+    Returns:
+        Scalar tensor; 0 when ``pred == pseudo`` on the kept pixels or no pixel is kept.
+    """
+    if not 0 <= ignore_top < 1:
+        raise ValueError(f"ignore_top must be in [0, 1), got {ignore_top}")
+    pseudo = pseudo.detach()
+    _check_shapes(pred=pred, pseudo=pseudo, valid=valid, confidence=confidence)
+    mask = _labelled(pseudo, valid, min_depth)
+    e = _fill(pred, mask).clamp_min(_LOG_EPS).log() - _fill(pseudo, mask).log()  # (B, 1, H, W)
+    if ignore_top > 0:
+        err = torch.where(mask, e.detach().abs(), -1.0).flatten(1)  # (B, HW), -1 off the mask
+        keep = (mask.flatten(1).sum(1) * (1 - ignore_top)).floor().long()  # (B,)
+        rank = err.argsort(dim=1).argsort(dim=1)  # 0 = smallest error (off-mask pixels first)
+        off = (~mask).flatten(1).sum(1, keepdim=True)
+        mask = mask & (rank < off + keep[:, None]).view_as(mask)
+    weight = mask.float()
+    if confidence is not None:
+        weight = weight * confidence.detach().float().clamp(0, 1)
+    total = weight.sum().clamp_min(_DENOM_EPS)
+    mean_e = (e * weight).sum() / total
+    mean_e2 = (e.square() * weight).sum() / total
     return scale * _safe_sqrt(mean_e2 - variance_focus * mean_e.square())
 
 

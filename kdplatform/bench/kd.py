@@ -9,7 +9,12 @@ user's job the same way, `model.teacher.checkpoint`), and each seed then runs:
 * `acclimate` with the copied, fixed ghost (DisDepth) and with a fresh trainable ghost;
 * "acclimation off": the depth-trained teacher behind fresh, untrained adapters (no stage);
 * `distill` once per row: the KD terms named by the row, from the teacher the row names;
+  pseudo-label rows mix the unlabeled split into every batch (`distill.unlabeled_ratio`), labelled
+  once, before any seed, by the depth-trained teacher (`depthkd pseudo-label`'s pass);
 * the same for a student whose LG blocks lack the global path (its own baseline and ghost).
+
+"Gap closed" is (no-KD − row) / (no-KD − teacher) on test abs_rel, the teacher being the
+depth-trained one (the labeler of the pseudo-labels; acclimation keeps its accuracy).
 
 Loss weights are fixed in the config before the run (nothing is chosen here). Every figure is
 the held-out **test** split under the config's protocol, mean ± std over the seeds (a seed sets
@@ -34,6 +39,8 @@ from kdplatform.config.loader import with_values
 from kdplatform.config.schema import ExperimentConfig
 from kdplatform.data.shards import read_manifest, split_entry
 from kdplatform.errors import ConfigError
+from kdplatform.pseudolabel import label_shards
+from kdplatform.pseudolabel.source import frame_size, open_source
 from kdplatform.train.jobs import JobContext, prepare_job, resolve_shards, run_job, split_metrics
 from models.serialization import load_model, save_model
 from models.zoo import build_acclimated_teacher
@@ -48,9 +55,12 @@ class KDRow:
     Attributes:
         key: short name (JSON, chart).
         label: what the student learns from.
-        teacher: None (no KD) or which acclimated teacher: "copy" (fixed copied ghost), "fresh"
-            (trainable ghost) or "off" (fresh adapters, no acclimation).
-        losses: the distill objective (term → weight) when not the config's own.
+        teacher: None (no KD, or cached pseudo-labels only) or which acclimated teacher: "copy"
+            (fixed copied ghost), "fresh" (trainable ghost) or "off" (fresh adapters, no
+            acclimation).
+        losses: the terms kept from the config's objective (None: all of them but
+            `pseudo_silog`, which only pseudo-label rows keep).
+        pseudo: pseudo-labelled unlabeled frames mixed into every batch.
         loss: `distill.loss` settings of the row.
         lg_global: the student's LG global path.
     """
@@ -61,6 +71,12 @@ class KDRow:
     losses: tuple[str, ...] | None = None  # terms kept from the config's objective
     loss: dict[str, Any] = field(default_factory=dict)
     lg_global: bool = True
+    pseudo: bool = False
+
+    @property
+    def distils(self) -> bool:
+        """The row is a distill job (not a no-KD baseline)."""
+        return self.teacher is not None or self.pseudo
 
 
 ROWS = (
@@ -75,6 +91,19 @@ ROWS = (
     ),
     KDRow("attentive", "attentive KD", "copy", ("silog", "attentive_kd")),
     KDRow("attentive_response", "attentive + response KD (fixed copied ghost)", "copy"),
+    KDRow(
+        "pseudo",
+        "pseudo-labels only (no feature KD)",
+        losses=("silog", "pseudo_silog"),
+        pseudo=True,
+    ),
+    KDRow(
+        "attentive_response_pseudo",
+        "attentive + response KD + pseudo-labels",
+        "copy",
+        ("silog", "attentive_kd", "response_kd", "pseudo_silog"),
+        pseudo=True,
+    ),
     KDRow("fresh_ghost", "attentive + response KD, fresh trainable ghost", "fresh"),
     KDRow("no_acclimation", "attentive + response KD, acclimation off", "off"),
     KDRow("no_kd_local", "no KD, LG global path off", lg_global=False),
@@ -114,6 +143,12 @@ class KDBenchResult:
         spread = max(std, base_std)
         return mean / base_mean, (base_mean - mean) / spread if spread else float("inf")
 
+    def gap_closed(self, key: str) -> float:
+        """(no-KD − row) / (no-KD − teacher) of the test abs_rel means."""
+        base = self.summary(self.baseline_of(key))[0]
+        teacher = self.teacher["before"]["test"]["abs_rel"]
+        return (base - self.summary(key)[0]) / (base - teacher)
+
     def paired_gain(self, key: str) -> tuple[float, float]:
         """Mean and std over seeds of the per-seed test abs_rel reduction against the no-KD row
         (a seed fixes both rows' init and data order, so they pair up)."""
@@ -147,11 +182,16 @@ class _Runner:
         self.cfg, self.tag, self.log = cfg, tag, log
         self.seconds: dict[str, float] = {}
 
-    def job(self, label: str, job: str, values: dict[str, Any]) -> JobContext:
+    def job(
+        self, label: str, job: str, values: dict[str, Any], *, last_stage_only: bool = False
+    ) -> JobContext:
         name = f"{self.cfg.name}-{self.tag}-{label}"
         cfg = with_values(self.cfg, {"name": name, **values})
         started = time.perf_counter()
-        ctx = run_job(prepare_job(cfg, job, progress=False), log=lambda _: None)
+        ctx = prepare_job(cfg, job, progress=False)
+        if last_stage_only:  # the row's own stage: its baseline is a row of its own
+            ctx.stages = ctx.stages[-1:]
+        ctx = run_job(ctx, log=lambda _: None)
         self.seconds[label] = time.perf_counter() - started
         stage, data = ctx.stages[-1], cfg.data
         val = split_metrics(ctx.results[stage].metrics, data.eval_split)["abs_rel"]
@@ -173,14 +213,22 @@ def _unacclimated(
     return save_model(model, out)
 
 
-def _distill_values(cfg: ExperimentConfig, row: KDRow) -> dict[str, Any]:
+def _distill_values(
+    cfg: ExperimentConfig, row: KDRow, pseudo_labels: Path | None
+) -> dict[str, Any]:
     losses = dict(cfg.distill.losses)
-    if row.losses is not None:
-        losses = {term: losses[term] for term in row.losses}
-    return {"distill.losses": losses, **{f"distill.loss.{k}": v for k, v in row.loss.items()}}
+    kept = row.losses or [term for term in losses if term != "pseudo_silog"]
+    values: dict[str, Any] = {
+        "distill.losses": {term: losses[term] for term in kept},
+        "distill.unlabeled_ratio": cfg.distill.unlabeled_ratio if row.pseudo else 0.0,
+        **{f"distill.loss.{k}": v for k, v in row.loss.items()},
+    }
+    if row.pseudo:
+        values["data.pseudo_labels"] = str(pseudo_labels)
+    return values
 
 
-def check_benchmark_config(cfg: ExperimentConfig) -> None:
+def check_benchmark_config(cfg: ExperimentConfig, rows: tuple[KDRow, ...] = ROWS) -> None:
     """Refuses, before any training, a config whose rows would not compare like with like or
     that has no held-out split to report on."""
     supervised, distill = cfg.supervised, cfg.distill
@@ -197,12 +245,35 @@ def check_benchmark_config(cfg: ExperimentConfig) -> None:
         )
     shards = resolve_shards(cfg, progress=False)
     splits = read_manifest(shards)["splits"]
-    missing = [s for s in (cfg.data.eval_split, cfg.data.test_split) if s not in splits]
+    needed = [cfg.data.eval_split, cfg.data.test_split]
+    if any(row.pseudo for row in rows):
+        needed.append(cfg.data.unlabeled_split)
+        if not cfg.distill.unlabeled_ratio > 0 or not cfg.distill.losses.get("pseudo_silog"):
+            raise ConfigError(
+                "bench kd: the pseudo-label rows need distill.unlabeled_ratio > 0 and a "
+                "pseudo_silog weight in distill.losses"
+            )
+    missing = [s for s in needed if s not in splits]
     if missing:
         raise ConfigError(
             f"bench kd reports on {cfg.data.test_split} and lists {cfg.data.eval_split}, but "
             f"the shards at {shards} have no {', '.join(missing)} split"
         )
+
+
+def selected_rows(keys: list[str] | None) -> tuple[KDRow, ...]:
+    """The rows named by `keys` (all when None) plus the no-KD row each is compared with.
+
+    Raises:
+        ConfigError: an unknown row key.
+    """
+    if keys is None:
+        return ROWS
+    known = {row.key: row for row in ROWS}
+    if unknown := [k for k in keys if k not in known]:
+        raise ConfigError(f"bench kd: unknown row {', '.join(unknown)}; rows: {', '.join(known)}")
+    wanted = set(keys) | {BASELINE[known[k].lg_global] for k in keys}
+    return tuple(row for row in ROWS if row.key in wanted)
 
 
 def run_kd_benchmark(
@@ -211,19 +282,24 @@ def run_kd_benchmark(
     seeds: list[int],
     tag: str,
     log: Callable[[str], None] = print,
+    rows: tuple[KDRow, ...] = ROWS,
 ) -> KDBenchResult:
-    """Trains the teacher once, then every row of `ROWS` for each seed; see the module doc."""
-    check_benchmark_config(cfg)
+    """Trains the teacher once, then each of `rows` for each seed; see the module doc."""
+    check_benchmark_config(cfg, rows)
     runner = _Runner(cfg, tag, log)
     base = {"tracking.register_models": False}
     log(f"teacher: depth training, {cfg.teacher.steps} steps (seed {cfg.seed})")
     teacher_ctx = runner.job("teacher", "teacher", base)
     teacher = teacher_ctx.results["teacher"].exports["teacher"]
     max_depth = teacher_ctx.profile.max_depth
-    rows: dict[str, dict[str, Any]] = {
+    pseudo_labels = (
+        _pseudo_label(teacher_ctx, teacher, log) if any(r.pseudo for r in rows) else None
+    )
+    figures: dict[str, dict[str, Any]] = {
         row.key: {"label": row.label, "lg_global": row.lg_global, "val": {}, "test": {}}
-        for row in ROWS
+        for row in rows
     }
+    teachers_used = {row.teacher for row in rows}
     after: dict[str, dict[str, list[float]]] = {"val": {}, "test": {}}
 
     def add(target: dict[str, dict[str, list[float]]], metrics: dict[str, dict[str, float]]):
@@ -234,13 +310,16 @@ def run_kd_benchmark(
     for seed in seeds:
         log(f"seed {seed}:")
         for lg_global in (True, False):
+            if BASELINE[lg_global] not in figures:
+                continue
             variant = "" if lg_global else "-local"
             student = {"seed": seed, "model.student.lg_global": lg_global, **base}
             nokd = runner.job(f"s{seed}-no-kd{variant}", "supervised", student)
-            add(rows[BASELINE[lg_global]], _metrics(nokd, "supervised"))
+            add(figures[BASELINE[lg_global]], _metrics(nokd, "supervised"))
             ghost = nokd.results["supervised"].exports["student"]
             teachers: dict[str, Path] = {}
-            for ghost_kind in ("copy", "fresh") if lg_global else ("copy",):
+            kinds = ("copy", "fresh") if lg_global else ("copy",)
+            for ghost_kind in [k for k in kinds if k in teachers_used or k == "copy"]:
                 accl = {
                     **student,
                     "model.teacher.checkpoint": str(teacher),
@@ -251,19 +330,17 @@ def run_kd_benchmark(
                 teachers[ghost_kind] = ctx.results["acclimate"].exports["teacher"]
                 if ghost_kind == "copy" and lg_global:
                     add(after, _metrics(ctx, "acclimate"))
-            if lg_global:
+            if lg_global and "off" in teachers_used:
                 out = teacher_ctx.out_dir / f"unacclimated-s{seed}.pt"
                 teachers["off"] = _unacclimated(cfg, teacher, out, max_depth=max_depth, seed=seed)
-            for row in ROWS:
-                if row.teacher is None or row.lg_global != lg_global:
+            for row in rows:
+                if not row.distils or row.lg_global != lg_global:
                     continue
-                values = {
-                    **student,
-                    **_distill_values(cfg, row),
-                    "distill.teacher": str(teachers[row.teacher]),
-                }
-                ctx = runner.job(f"s{seed}-{row.key}", "distill", values)
-                add(rows[row.key], _metrics(ctx, "distill"))
+                values = {**student, **_distill_values(cfg, row, pseudo_labels)}
+                if row.teacher is not None:
+                    values["distill.teacher"] = str(teachers[row.teacher])
+                ctx = runner.job(f"s{seed}-{row.key}", "distill", values, last_stage_only=True)
+                add(figures[row.key], _metrics(ctx, "distill"))
     test_split = cfg.data.test_split
     return KDBenchResult(
         config=cfg.name,
@@ -273,10 +350,25 @@ def run_kd_benchmark(
         seeds=list(seeds),
         steps={s: getattr(cfg, s).steps for s in ("teacher", "supervised", "acclimate", "distill")},
         test_images=_split_size(teacher_ctx, test_split),
-        rows=rows,
+        rows=figures,
         teacher={"before": _metrics(teacher_ctx, "teacher"), "after": after},
         seconds=runner.seconds,
     )
+
+
+def _pseudo_label(ctx: JobContext, teacher: Path, log: Callable[[str], None]) -> Path:
+    """The unlabeled split labelled once by the depth-trained teacher, at the training size."""
+    data = ctx.cfg.data
+    size, _ = frame_size(open_source(ctx.shards, data.train_split))
+    out = ctx.out_dir / "pseudo_labels"
+    report = label_shards(
+        teacher, ctx.shards, data.unlabeled_split, out, size=size, batch_size=16, progress=False
+    )
+    log(
+        f"pseudo-labels: {report.total_frames} {data.unlabeled_split} frames labelled by the "
+        f"teacher ({report.frames_per_s:.0f} frames/s)"
+    )
+    return out
 
 
 def _split_size(ctx: JobContext, split: str) -> int:
@@ -292,14 +384,15 @@ def markdown(result: KDBenchResult) -> str:
         "",
         f"Student rows: **{test} split** ({result.test_images} images, protocol "
         f"{result.protocol}), mean ± std over seeds {result.seeds}; {val} abs_rel beside it. "
-        f"Steps: {steps}. Weights fixed in the config before the run. Ratio and gap: "
+        f"Steps: {steps}. Weights fixed in the config before the run. Gap closed: (no KD − "
+        "row) / (no KD − depth-trained teacher), test abs_rel means. Ratio and gap: "
         "against the no-KD row of the same student: gap = difference of the means in standard "
         "deviations (the larger of the two rows'); paired = the per-seed reduction (same init "
         f"and data order), mean ± std. Machine: {result.machine}.",
         "",
-        f"| student | {test} abs_rel | × no KD | gap (σ) | paired reduction | {test} rmse "
-        f"| {test} d1 | {val} abs_rel |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| student | {test} abs_rel | × no KD | gap (σ) | paired reduction | gap closed "
+        f"| {test} rmse | {test} d1 | {val} abs_rel |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for key in result.row_keys():
         row, cells = result.rows[key], []
@@ -307,10 +400,11 @@ def markdown(result: KDBenchResult) -> str:
             mean, std = result.summary(key, metric)
             cells.append(f"{mean:.4f} ± {std:.4f}")
         val_mean, val_std = result.summary(key, "abs_rel", "val")
-        versus = ["—", "—", "—"]
+        versus = ["—", "—", "—", "—"]
         if key not in BASELINE.values():
             (ratio, gap), (gain, spread) = result.versus_baseline(key), result.paired_gain(key)
-            versus = [f"{ratio:.3f}", f"{gap:.1f}", f"{gain:.4f} ± {spread:.4f}"]
+            closed = f"{100 * result.gap_closed(key):.0f} %"
+            versus = [f"{ratio:.3f}", f"{gap:.1f}", f"{gain:.4f} ± {spread:.4f}", closed]
         lines.append(
             f"| {row['label']} | {cells[0]} | {' | '.join(versus)} | {cells[1]} | {cells[2]} | "
             f"{val_mean:.4f} ± {val_std:.4f} |"
@@ -328,20 +422,24 @@ def markdown(result: KDBenchResult) -> str:
 
 
 def bar_chart(result: KDBenchResult, path: Path) -> Path:
-    """Test abs_rel per row (mean, ± std as error bars) with the no-KD mean as a line."""
+    """Test abs_rel per row (mean, ± std as error bars) and the teacher's, with the no-KD mean
+    as a line."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     keys = result.row_keys()
-    means = [result.summary(k)[0] for k in keys]
-    stds = [result.summary(k)[1] for k in keys]
-    figure = Figure(figsize=(8, 0.45 * len(keys) + 1.4), layout="constrained")
+    means = [result.summary(k)[0] for k in keys] + [result.teacher["before"]["test"]["abs_rel"]]
+    stds = [result.summary(k)[1] for k in keys] + [0.0]
+    labels = [result.rows[k]["label"] for k in keys] + ["teacher (depth-trained, one run)"]
+    figure = Figure(figsize=(8, 0.45 * len(labels) + 1.4), layout="constrained")
     axes = figure.add_subplot()
-    colours = ["#888888" if k in BASELINE.values() else "#3b75af" for k in keys]
-    axes.barh(range(len(keys)), means, xerr=stds, color=colours, capsize=3)
-    axes.set_yticks(range(len(keys)), [result.rows[k]["label"] for k in keys], fontsize=8)
+    colours = ["#888888" if k in BASELINE.values() else "#3b75af" for k in keys] + ["#c44e52"]
+    axes.barh(range(len(labels)), means, xerr=stds, color=colours, capsize=3)
+    axes.set_yticks(range(len(labels)), labels, fontsize=8)
     axes.invert_yaxis()
     for key, style in zip(BASELINE.values(), ("--", ":"), strict=True):  # each student's no KD
+        if key not in result.rows:
+            continue
         axes.axvline(result.summary(key)[0], color="#444444", linestyle=style, linewidth=1)
     axes.set_xlabel(
         f"{result.report_split} abs_rel ({result.protocol}), mean ± std over "

@@ -1,5 +1,5 @@
-"""`depthkd bench all|loader|train|kd|asha|trial-overhead`: benchmarks whose figures go into
-closing notes.
+"""`depthkd bench all|loader|train|kd|asha|trial-overhead|pseudo-label`: benchmarks whose figures
+go into closing notes.
 
 * `all`: one suite of the benchmarks below plus S3, latency, ONNX and GPU rows, written to
   `benchmarks/results/<date>-<host>.{json,md}` (`kdplatform.bench.suite`).
@@ -9,6 +9,7 @@ closing notes.
   through the real jobs (table, bar chart, JSON under benchmarks/results).
 * `asha`: the same sweep configurations under ASHA and at the full budget, back to back.
 * `trial-overhead`: one sweep trial against the same job run alone.
+* `pseudo-label`: the Ray Data pseudo-label pass against a plain single-process loop.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     _add_train_parser(sub)
     _add_kd_parser(sub)
     _add_sweep_parsers(sub)
+    _add_pseudo_label_parser(sub)
 
 
 def _add_all_parser(sub: argparse._SubParsersAction) -> None:
@@ -199,8 +201,9 @@ def _add_kd_parser(sub: argparse._SubParsersAction) -> None:
         "student, several seeds, on the held-out test split",
         description="Trains the teacher for depth once, then for each seed the same student "
         "without KD, with response KD only, plain feature-MSE KD, attentive KD, attentive + "
-        "response KD (fixed copied ghost), a fresh trainable ghost, acclimation off, and with "
-        "the LG global path off (its own baseline). Every job runs through the real job path, "
+        "response KD (fixed copied ghost), pseudo-labels only, attentive + response KD + "
+        "pseudo-labels, a fresh trainable ghost, acclimation off, and with the LG global path "
+        "off (its own baseline); --rows picks some. Every job runs through the real job path, "
         "named <name>-<tag>-..., tracked in the MLflow store of $DEPTHKD_HOME. Reports the test "
         "split (mean ± std over seeds, ratio and gap to the no-KD row) and val beside it; writes "
         "kd-<date>-<host>.{json,md,png} (table and bar chart) to --out. Job output goes to "
@@ -216,9 +219,82 @@ def _add_kd_parser(sub: argparse._SubParsersAction) -> None:
         "overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the config"
     )
     kd.add_argument("--seeds", type=int, default=3, help="seeds per row (seed, seed+1, ...)")
+    kd.add_argument(
+        "--rows",
+        help="comma-separated row keys to run (default: all; each row's no-KD row is added): "
+        "no_kd, response, feature_mse, attentive, attentive_response, pseudo, "
+        "attentive_response_pseudo, fresh_ghost, no_acclimation, no_kd_local, kd_local",
+    )
     kd.add_argument("--tag", help="job-name suffix (default: the start time, so never a resume)")
     kd.add_argument("--out", type=Path, default=DEFAULT_OUT, help="result directory")
     kd.set_defaults(run=run_kd)
+
+
+def _add_pseudo_label_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "pseudo-label",
+        help="the Ray Data pseudo-label pass vs a plain single-process loop, frames/s",
+        description="Labels the same synthetic source shards (cached under --work) with the same "
+        "teacher file (default: a seeded swin_micro), batch size, frame size and torch threads "
+        "through `label_shards` on an embedded Ray of --threads CPUs and through a plain loop "
+        "(one Ray task holding all CPUs, so both run in like worker processes), alternating "
+        "--rounds times. Both read, decode, resize, predict, encode "
+        "and write the output tars. Prints the median frames/s of each, the ratio ray/plain, "
+        "the Ray pass's start-up and steady rate, and the nodes its actors ran on.",
+    )
+    parser.add_argument(
+        "--work", type=Path, default=None, help="data folder (default: $DEPTHKD_HOME/bench/pl)"
+    )
+    parser.add_argument("--frames", type=int, default=384, help="source frames (default 384)")
+    parser.add_argument("--per-shard", type=int, default=32, help="frames per shard")
+    parser.add_argument("--size", type=int, nargs=2, default=(96, 128), metavar=("H", "W"))
+    parser.add_argument("--source-size", type=int, nargs=2, default=(120, 160), metavar=("H", "W"))
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1,
+        help="torch threads of the loop, CPUs of the embedded Ray (default: all cores)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="alternating passes per side")
+    parser.add_argument("--teacher", help="teacher reference (default: a seeded swin_micro)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.set_defaults(run=run_pseudo_label)
+
+
+def run_pseudo_label(args: argparse.Namespace) -> int:
+    from kdplatform.bench.pseudo_label import run_pseudo_label_benchmark
+
+    for option in ("frames", "per_shard", "batch_size", "threads", "rounds"):
+        if getattr(args, option) < 1:
+            raise ConfigError(f"--{option.replace('_', '-')}: must be at least 1")
+    result = run_pseudo_label_benchmark(
+        args.work or depthkd_home() / "bench" / "pl",
+        frames=args.frames,
+        per_shard=args.per_shard,
+        size=tuple(args.size),
+        source_size=tuple(args.source_size),
+        batch_size=args.batch_size,
+        threads=args.threads,
+        rounds=args.rounds,
+        teacher=args.teacher,
+    )
+    print(
+        f"pseudo-label: {result.frames} frames in {result.shards} shards, "
+        f"{result.source_size[0]}x{result.source_size[1]} -> {result.size[0]}x{result.size[1]}, "
+        f"batch {result.batch_size}, {result.threads} torch threads, teacher {result.teacher}\n"
+        f"median of {result.rounds} alternating rounds, frames/s:  end to end   after 1st shard\n"
+        f"  plain loop (a Ray task, nice {result.niceness})   {result.plain_frames_per_s:8.1f}"
+        f"   {result.plain_steady_frames_per_s:8.1f}\n"
+        f"  Ray Data pass ({result.actors} actor)          {result.ray_frames_per_s:8.1f}"
+        f"   {result.ray_steady_frames_per_s:8.1f}\n"
+        f"  ratio ray/plain                    {result.ratio:8.2f}   {result.steady_ratio:8.2f}\n"
+        f"  Ray pass start-up (first frame): {result.ray_startup_seconds:.1f} s; Ray: "
+        f"{result.ray}; OMP_WAIT_POLICY {result.omp_wait_policy}; frames per node: {result.nodes}"
+    )
+    if args.json:
+        atomic.write_json(args.json, result.to_dict())
+    return 0
 
 
 def run_loader(args: argparse.Namespace) -> int:
@@ -340,7 +416,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_kd(args: argparse.Namespace) -> int:
-    from kdplatform.bench.kd import markdown, run_kd_benchmark, write_result
+    from kdplatform.bench.kd import markdown, run_kd_benchmark, selected_rows, write_result
     from kdplatform.bench.machine import hostname
     from kdplatform.config.loader import dump_config, load_config
     from kdplatform.console import JobConsole
@@ -351,6 +427,7 @@ def run_kd(args: argparse.Namespace) -> int:
     tag = args.tag or time.strftime("%Y%m%d-%H%M%S")
     stem = f"kd-{time.strftime('%Y-%m-%d')}-{hostname()}"
     seeds = [cfg.seed + i for i in range(args.seeds)]
+    rows = selected_rows(args.rows.split(",") if args.rows else None)
     with JobConsole(args.out / f"{stem}.log", bars=False) as console:
         console.line(
             f"depthkd bench kd — config {args.config} (name {cfg.name!r}), tag {tag}, seeds "
@@ -358,7 +435,7 @@ def run_kd(args: argparse.Namespace) -> int:
         )
         console.detail("  " + dump_config(cfg).rstrip().replace("\n", "\n  "))
         started = time.perf_counter()
-        result = run_kd_benchmark(cfg, seeds=seeds, tag=tag, log=console.line)
+        result = run_kd_benchmark(cfg, seeds=seeds, tag=tag, log=console.line, rows=rows)
         paths = write_result(result, args.out, stem)
         console.line("\n" + markdown(result))
         console.line(

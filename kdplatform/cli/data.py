@@ -8,6 +8,7 @@ from pathlib import Path
 
 from kdplatform.config.loader import validate_options
 from kdplatform.config.schema import PrepareConfig, SynthConfig, default_workers
+from kdplatform.data.constants import KITTI_FOCAL
 from kdplatform.data.shards import prepare_shards, upload_shards, verify_shards
 from kdplatform.data.sources import DATASETS, build_source
 from kdplatform.data.sources.synthetic import write_synthetic
@@ -37,6 +38,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--width", type=int, help="frame width (default: native size)")
     synth.add_argument("--test-fraction", type=float, default=0.2)
     synth.add_argument("--val-fraction", type=float, default=0.1)
+    synth.add_argument(
+        "--unlabeled-n",
+        type=int,
+        default=0,
+        help="extra RGB-only frames listed in OUT/splits/unlabeled.txt (GT None; their depth "
+        "is never written), in drives/rooms of their own (default 0)",
+    )
     synth.add_argument("--workers", type=int, default=default_workers())
     synth.set_defaults(run=run_synth)
 
@@ -63,11 +71,24 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="write a raw split into WebDataset shards + manifest.json",
         description="Reads a raw split, checks every sample (readable images, uint16 depth, "
         "matching sizes) and writes OUT/SPLIT-%%06d.tar plus OUT/manifest.json, last and "
-        "atomically. Re-running over a complete output is a no-op.",
+        "atomically. Re-running over a complete output is a no-op. The datasets images, video "
+        "and kitti-raw are RGB only: their samples have no depth.png (meta has_gt false), for "
+        "distillation from a teacher's predictions.",
     )
     prepare.add_argument("--dataset", required=True, choices=DATASETS.names())
-    prepare.add_argument("--root", type=Path, required=True, help="raw root (.mat for nyu-mat)")
-    prepare.add_argument("--split-file", type=Path, help="split list (splits.mat for nyu-mat)")
+    prepare.add_argument(
+        "--root",
+        type=Path,
+        required=True,
+        help="raw root (.mat for nyu-mat); images/video: a folder (recursive), one file or a "
+        "quoted glob such as 'photos/**/*.jpg'; kitti-raw: the folder of the date folders",
+    )
+    prepare.add_argument(
+        "--split-file",
+        type=Path,
+        help="split list (splits.mat for nyu-mat); kitti-raw: optional list whose first column "
+        "is the rgb path, or a monodepth2 list (<date>/<drive>_sync <frame> l|r)",
+    )
     prepare.add_argument("--split", required=True, help="shard split name, e.g. train")
     prepare.add_argument("--out", type=Path, required=True, help="shard directory")
     prepare.add_argument("--gt-root", type=Path, help="KITTI annotated depth root")
@@ -81,7 +102,25 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     prepare.add_argument("--force", action="store_true", default=None, help="rebuild the split")
     prepare.add_argument("--depth-scale", type=float, help="folder: metres = value / scale")
     prepare.add_argument("--invalid-value", type=int, help="folder: extra invalid depth value")
-    prepare.add_argument("--focal", type=float, help="folder: focal length in pixels")
+    prepare.add_argument(
+        "--focal",
+        type=float,
+        help="folder, images, video, kitti-raw: focal length in pixels (kitti-raw default: "
+        f"the date's calib_cam_to_cam.txt, else {KITTI_FOCAL})",
+    )
+    prepare.add_argument(
+        "--every",
+        type=int,
+        metavar="N",
+        help="video: keep frames 0, N, 2N, ... of each video (default 10); frames are stored "
+        "as JPEG q95 4:4:4",
+    )
+    prepare.add_argument(
+        "--right-camera",
+        action="store_true",
+        default=None,
+        help="kitti-raw: also the right colour camera (image_03) when scanning --root",
+    )
     prepare.add_argument("--subset", choices=["train", "test"], help="nyu-mat: index list")
     prepare.add_argument("--depth-field", choices=["rawDepths", "depths"], help="nyu-mat depth")
     prepare.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -123,6 +162,7 @@ def run_synth(args: argparse.Namespace) -> int:
             "width": args.width,
             "test_fraction": args.test_fraction,
             "val_fraction": args.val_fraction,
+            "unlabeled_n": args.unlabeled_n,
         },
     )
     summary = write_synthetic(
@@ -134,6 +174,7 @@ def run_synth(args: argparse.Namespace) -> int:
         val_fraction=cfg.val_fraction,
         height=cfg.height,
         width=cfg.width,
+        unlabeled_n=cfg.unlabeled_n,
         workers=args.workers,
     )
     print(
@@ -143,6 +184,11 @@ def run_synth(args: argparse.Namespace) -> int:
         f"  prepare with: depthkd data prepare --dataset {summary.layout} --root {summary.root}"
         + (f" --gt-root {summary.gt_root}" if summary.gt_root else "")
         + f" --split-file {summary.train_split} --split train --out SHARD_DIR"
+        + (
+            f"\n  unlabeled: {summary.n_unlabeled} RGB-only frames in {summary.unlabeled_split}"
+            if summary.unlabeled_split
+            else ""
+        )
     )
     return 0
 

@@ -18,6 +18,7 @@ from kdplatform.cli import (
     evaluate,
     models,
     promote,
+    pseudo_label,
     sweep,
     tracking,
     train,
@@ -33,7 +34,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"depthkd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, train, sweep, promote, deploy, config, bench, evaluate, models, tracking):
+    for module in (
+        data,
+        train,
+        sweep,
+        promote,
+        deploy,
+        config,
+        bench,
+        evaluate,
+        models,
+        tracking,
+        pseudo_label,
+    ):
         module.add_parser(commands)
     return parser
 

@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(ctx: JobContext, console: JobConsole, started: float) -> None:
     from kdplatform.eval.metrics import HEADLINE_METRICS
+    from kdplatform.tracking.links import run_page_lines
     from kdplatform.train.jobs import run_job, split_metrics
 
     cfg, say = ctx.cfg, console.line  # every line to the console and the log
@@ -78,9 +79,12 @@ def _run(ctx: JobContext, console: JobConsole, started: float) -> None:
     run_job(ctx, log=console.line, progress=console)
     say(f"\nsummary of job {cfg.name!r} ({time.perf_counter() - started:.0f} s):")
     val, test = cfg.data.eval_split, cfg.data.test_split
-    for stage, result in ctx.results.items():
-        chosen = split_metrics(result.metrics, val).get("abs_rel")
+    shown_stages = [s for s in ctx.test_metrics if s not in ctx.results] + list(ctx.results)
+    for stage in shown_stages:
+        result = ctx.results.get(stage)
+        chosen = split_metrics(result.metrics, val).get("abs_rel") if result else None
         reported = ctx.test_metrics.get(stage, {})
+        stage = stage if result else f"{stage}*"
         shown = ", ".join(f"{k} {reported[k]:.4f}" for k in HEADLINE_METRICS if k in reported)
         say(
             f"  {stage:11} {val} abs_rel {chosen:.4f} | {test} ({ctx.profile.protocol}): "
@@ -88,12 +92,19 @@ def _run(ctx: JobContext, console: JobConsole, started: float) -> None:
             if chosen is not None
             else f"  {stage:11} {test} ({ctx.profile.protocol}): {shown or 'no test split'}"
         )
+    if any(s not in ctx.results for s in ctx.test_metrics):
+        say("  (* given by the config, not trained by this job)")
     if ctx.kd_gain is not None:
         base, kd = ctx.test_metrics["supervised"]["abs_rel"], ctx.test_metrics["distill"]["abs_rel"]
         say(
             f"  KD gain on {test}: abs_rel {base:.4f} without KD → {kd:.4f} distilled "
             f"(abs_rel {-100 * ctx.kd_gain:+.1f} %)"
         )
+        if ctx.gap_closed is not None:
+            say(
+                f"  gap to the teacher ({ctx.teacher_metrics['abs_rel']:.4f}) closed: "
+                f"{100 * ctx.gap_closed:.0f} % (no-KD − distilled) / (no-KD − teacher), {test}"
+            )
     elif {"supervised", "distill"} <= set(ctx.test_metrics):
         say("  KD gain: not comparable (supervised and distill differ in steps, optim or loss)")
     models = _final_models(ctx)
@@ -102,8 +113,9 @@ def _run(ctx: JobContext, console: JobConsole, started: float) -> None:
         say(f"  preview: {_preview(models, ctx)}")
     for kind, version in ctx.registered.items():
         say(f"  registered {kind}: {version}")
-    say(f"  mlflow run {ctx.run.run_id}; open the UI:")
-    say(f"    mlflow ui --backend-store-uri {ctx.run.tracking_uri}")
+    say(f"  mlflow run {ctx.run.run_id}; see it in the UI:")
+    for text in run_page_lines(ctx.run):
+        say(f"    {text}")
 
 
 def _final_models(ctx: JobContext) -> dict[str, Path]:

@@ -18,10 +18,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from kdplatform.data.constants import UNLABELED_SPLIT
 from kdplatform.storage import parse_location
 
 # A local path (made absolute) or an `s3://bucket/prefix` URL: what a cluster's nodes share.
@@ -78,13 +80,21 @@ class SynthConfig(StrictModel):
     width: int | None = Field(None, ge=16, description="frame width; native size if unset")
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of frames in val")
+    unlabeled_n: int = Field(
+        0, ge=0, description="extra RGB-only frames (depth never written), disjoint from the n"
+    )
 
 
 class PrepareConfig(StrictModel):
     """Options of `depthkd data prepare`: one raw split to one set of shards."""
 
-    dataset: str = Field(description="kitti | nyu | nyu-mat | folder")
-    root: Path = Field(description="raw dataset root (the .mat file for nyu-mat)")
+    dataset: str = Field(
+        description="kitti | nyu | nyu-mat | folder; RGB only: images | video | kitti-raw"
+    )
+    root: Path = Field(
+        description="raw dataset root (the .mat file for nyu-mat; a file, folder or glob pattern "
+        "for images and video)"
+    )
     split: str = Field(pattern=r"^[A-Za-z0-9_]+$", description="shard split name, e.g. train")
     out: Path
     split_file: Path | None = None
@@ -95,9 +105,25 @@ class PrepareConfig(StrictModel):
     force: bool = False
     depth_scale: float | None = Field(None, gt=0, description="folder: metres = value / scale")
     invalid_value: int = Field(0, ge=0, le=65535, description="folder: extra invalid depth value")
-    focal: float | None = Field(None, gt=0, description="folder: focal length in pixels")
+    focal: float | None = Field(
+        None, gt=0, description="folder, images, video, kitti-raw: focal length in pixels"
+    )
     subset: Literal["train", "test"] | None = Field(None, description="nyu-mat: index list")
     depth_field: Literal["rawDepths", "depths"] = "rawDepths"
+    every: int | None = Field(
+        None, ge=1, description="video: keep frames 0, every, 2*every, ... (default 10)"
+    )
+    right_camera: bool = Field(False, description="kitti-raw: also the image_03 frames")
+
+    @field_validator("every", "right_camera")
+    @classmethod
+    def _one_dataset(cls, value: Any, info: ValidationInfo) -> Any:
+        # An option that the chosen dataset would ignore is an error, not a silent no-op. The
+        # defaults (None, False) pass, so a dumped config validates again.
+        owner = {"every": "video", "right_camera": "kitti-raw"}[info.field_name]
+        if value not in (None, False) and info.data.get("dataset") != owner:
+            raise ValueError(f"only applies to --dataset {owner}")
+        return value
 
     @field_validator("root", "out", "split_file", "gt_root", mode="before")
     @classmethod
@@ -180,6 +206,18 @@ class DataConfig(StrictModel):
         "480x640 frame (the white border; scaled for other sizes); other datasets unchanged",
     )
     augment: AugmentConfig = AugmentConfig()
+    unlabeled: Location | None = Field(
+        None,
+        description="RGB-only shard dir or s3:// prefix of unlabeled frames (`depthkd data "
+        "prepare --dataset images|video|kitti-raw`); unset: the bundled set's unlabeled split "
+        "when data.synthetic.unlabeled_n > 0 and data.shards is unset",
+    )
+    unlabeled_split: str = Field(UNLABELED_SPLIT, description="split of data.unlabeled to label")
+    pseudo_labels: Location | None = Field(
+        None,
+        description="pseudo-label shards written by `depthkd pseudo-label`; unset: a job that "
+        "mixes in unlabeled frames labels data.unlabeled with its own teacher first",
+    )
 
 
 class StudentConfig(StrictModel):
@@ -275,6 +313,15 @@ class LossConfig(StrictModel):
     )
     attentive: bool = Field(True, description="False: uniform feature KD (ablation)")
     response_kind: Literal["l1", "log_l1", "silog"] = "log_l1"
+    pseudo_ignore_top: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="pseudo_silog: share of each image's worst pixels ignored (Depth Anything V2)",
+    )
+    pseudo_confidence: bool = Field(
+        True, description="pseudo_silog: weight pixels by the teacher's confidence (if it has one)"
+    )
     cross_mode: Literal["urcdc", "rectified"] = "urcdc"
     uncertainty_temperature: float = Field(0.2, gt=0, description="URCDC T_u (URCDC: 1/T_u = 5)")
 
@@ -291,7 +338,7 @@ class LossConfig(StrictModel):
 LOSS_TERMS: dict[str, dict[str, float]] = {
     "teacher": {"silog": 1.0},
     "acclimate": {"silog_ghost": 1.0, "silog_teacher": 1.0},
-    "distill": {"silog": 1.0, "attentive_kd": 1.0, "response_kd": 0.5},
+    "distill": {"silog": 1.0, "attentive_kd": 1.0, "response_kd": 0.5, "pseudo_silog": 0.0},
     "supervised": {"silog": 1.0},
     "cross_distill": {
         "silog_teacher": 1.0,
@@ -301,6 +348,11 @@ LOSS_TERMS: dict[str, dict[str, float]] = {
         "cross_s2t": 0.1,
     },
 }
+
+
+# Terms that run the teacher during training (its features or depth on each batch); the others
+# read stored targets (ground truth, or the cached pseudo-labels of `depthkd pseudo-label`).
+TEACHER_ONLINE_TERMS = frozenset({"attentive_kd", "response_kd"})
 
 
 def check_losses(stage: str, value: object) -> dict[str, float]:
@@ -419,6 +471,33 @@ class DistillConfig(StageConfig):
         description="acclimated teacher: registry name@alias, run id, checkpoint path or s3:// URL",
     )
     acclimate_first: bool = Field(True, description="no teacher given: run acclimation first")
+    unlabeled_ratio: float = Field(
+        0.0,
+        ge=0,
+        le=16,
+        description="pseudo-labelled unlabeled frames per labeled frame in every batch "
+        "(round(batch_size × ratio) of them); 0: labeled frames only",
+    )
+
+    @property
+    def needs_teacher_online(self) -> bool:
+        """Whether a weighted term runs the teacher on each batch (else it is not loaded)."""
+        return bool(TEACHER_ONLINE_TERMS & set(self.active_losses()))
+
+    @model_validator(mode="after")
+    def _pseudo_needs_unlabeled(self) -> DistillConfig:
+        pseudo = self.losses.get("pseudo_silog", 0) > 0
+        if pseudo and self.unlabeled_ratio == 0:
+            raise ValueError(
+                "losses.pseudo_silog needs unlabeled frames in the batches: set "
+                "distill.unlabeled_ratio > 0 (e.g. 1.0)"
+            )
+        if self.unlabeled_ratio > 0 and not (pseudo or self.needs_teacher_online):
+            raise ValueError(
+                "distill.unlabeled_ratio > 0 mixes in frames without ground truth, but no "
+                "weighted term uses them: weight pseudo_silog, attentive_kd or response_kd"
+            )
+        return self
 
 
 class SupervisedConfig(StageConfig):
@@ -572,6 +651,20 @@ class ExperimentConfig(StrictModel):
     allow_test_selection: bool = Field(
         False, description="permit evaluating, early-stopping or selecting on the test split"
     )
+
+    @model_validator(mode="after")
+    def _unlabeled_source(self) -> ExperimentConfig:
+        data = self.data
+        bundled = data.shards is None and data.synthetic.unlabeled_n > 0
+        if self.distill.unlabeled_ratio > 0 and not (
+            data.unlabeled or data.pseudo_labels or bundled
+        ):
+            raise ValueError(
+                "distill.unlabeled_ratio > 0 needs unlabeled frames: set data.pseudo_labels "
+                "(shards of `depthkd pseudo-label`), data.unlabeled (RGB-only shards the job "
+                "labels with its teacher), or data.synthetic.unlabeled_n for the bundled set"
+            )
+        return self
 
     @model_validator(mode="after")
     def _honest_selection(self) -> ExperimentConfig:

@@ -29,7 +29,7 @@ NYU_BORDER_DATASETS = frozenset({"nyu", "nyu-mat"})
 
 def kb_crop(rgb: np.ndarray, depth: np.ndarray) -> Pair:
     """KITTI benchmark crop: the bottom 352 rows and the centred 1216 columns."""
-    height, width = depth.shape
+    height, width = depth.shape[:2]
     crop_h, crop_w = KB_CROP
     if height < crop_h or width < crop_w:
         raise DataError(f"KB crop needs at least {crop_h}x{crop_w}, got {height}x{width}")
@@ -57,7 +57,7 @@ def random_crop(
     rgb: np.ndarray, depth: np.ndarray, size: tuple[int, int], rng: np.random.Generator
 ) -> Pair:
     """A crop of `size` (height, width) at a uniformly random position."""
-    height, width = depth.shape
+    height, width = depth.shape[:2]
     crop_h, crop_w = size
     if height < crop_h or width < crop_w:
         raise DataError(
@@ -74,10 +74,15 @@ def random_crop(
 def rotate(rgb: np.ndarray, depth: np.ndarray, angle_deg: float) -> Pair:
     """Rotates about the centre; rgb bilinear, depth nearest; uncovered corners get depth 0."""
     rgb_out = Image.fromarray(rgb).rotate(angle_deg, resample=Image.Resampling.BILINEAR)
-    depth_out = Image.fromarray(depth, mode="F").rotate(
-        angle_deg, resample=Image.Resampling.NEAREST
-    )
-    return np.asarray(rgb_out), np.asarray(depth_out)
+    if depth.ndim == 3:  # (H, W, C): per-pixel targets that move with the depth (confidence)
+        channels = [_rotate_nearest(depth[..., c], angle_deg) for c in range(depth.shape[2])]
+        return np.asarray(rgb_out), np.stack(channels, axis=-1)
+    return np.asarray(rgb_out), _rotate_nearest(depth, angle_deg)
+
+
+def _rotate_nearest(plane: np.ndarray, angle_deg: float) -> np.ndarray:
+    image = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32), mode="F")
+    return np.asarray(image.rotate(angle_deg, resample=Image.Resampling.NEAREST))
 
 
 def cutflip(rgb: np.ndarray, depth: np.ndarray, h: int) -> Pair:
@@ -105,7 +110,8 @@ def augment(
 
     Args:
         rgb: uint8 (H, W, 3).
-        depth: float32 (H, W) metres, 0 = invalid.
+        depth: float32 (H, W) metres, 0 = invalid; or (H, W, C) with more per-pixel targets
+            (a pseudo-label and its confidence), moved together.
         cfg: which ops run and their ranges.
         rng: the source of every random choice, so a seed reproduces the result.
 

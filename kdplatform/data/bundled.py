@@ -3,10 +3,11 @@
 When a config names no shard dir, pipelines use procedural data under `$DEPTHKD_HOME/data`, one
 folder per synthetic config (so changing its size or seed never reuses stale shards). Its train,
 val and test lists become the shard splits `data.train_split`, `data.eval_split` and
-`data.test_split`. Generation and preparation are both resumable no-ops once complete, and run
-under an exclusive lock (`<folder>.lock` beside the folder): two jobs started at once on a fresh
-home would otherwise render into the same files and clear each other's temporary shard folders.
-The second job waits, then reuses the first one's result.
+`data.test_split`; with `synthetic.unlabeled_n > 0` its RGB-only frames become the split
+`UNLABELED_SPLIT` (has_gt false, no depth files). Generation and preparation are both resumable
+no-ops once complete, and run under an exclusive lock (`<folder>.lock` beside the folder): two
+jobs started at once on a fresh home would otherwise render into the same files and clear each
+other's temporary shard folders. The second job waits, then reuses the first one's result.
 """
 
 from __future__ import annotations
@@ -16,17 +17,23 @@ import json
 from pathlib import Path
 
 from kdplatform.config.schema import DataConfig, PrepareConfig, SynthConfig
+from kdplatform.data.constants import UNLABELED_SPLIT
 from kdplatform.data.shards import prepare_shards, read_manifest, split_entry, verify_shards
 from kdplatform.data.sources import build_source
 from kdplatform.data.sources.synthetic import write_synthetic
-from kdplatform.errors import DataError
+from kdplatform.errors import ConfigError, DataError
 from kdplatform.locking import exclusive_lock
 from kdplatform.storage import Location
 
 
 def synthetic_dir(synth: SynthConfig, home: Path) -> Path:
-    """`$DEPTHKD_HOME/data/synthetic-<layout>-<config hash>`."""
-    digest = hashlib.sha256(json.dumps(synth.model_dump(), sort_keys=True).encode()).hexdigest()
+    """`$DEPTHKD_HOME/data/synthetic-<layout>-<config hash>`.
+
+    `unlabeled_n` enters the hash only when set, so the folders of configs without unlabeled
+    frames keep the names (and reuse the data) they had before the field existed.
+    """
+    fields = synth.model_dump(exclude={"unlabeled_n"} if synth.unlabeled_n == 0 else None)
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
     return home / "data" / f"synthetic-{synth.layout}-{digest[:10]}"
 
 
@@ -62,6 +69,16 @@ def _build_bundled(cfg: DataConfig, base: Path, progress: bool) -> Path:
     raw = base / "raw"
     shards = base / "shards"
     synth = cfg.synthetic
+    # Shard split name → synthetic list. A name given two roles is prepared once; the later
+    # entry wins, so eval_split == test_split (allow_test_selection) reads the test list.
+    lists = {cfg.eval_split: "val", cfg.test_split: "test", cfg.train_split: "train"}
+    if synth.unlabeled_n > 0:
+        if UNLABELED_SPLIT in lists:
+            raise ConfigError(
+                f"data split {UNLABELED_SPLIT!r} is the bundled set's RGB-only split: name the "
+                "train, eval and test splits otherwise, or set data.synthetic.unlabeled_n to 0"
+            )
+        lists[UNLABELED_SPLIT] = "unlabeled"
     if not (raw / "splits" / "test.txt").is_file():  # written last: its presence means complete
         write_synthetic(
             synth.layout,
@@ -72,11 +89,9 @@ def _build_bundled(cfg: DataConfig, base: Path, progress: bool) -> Path:
             val_fraction=synth.val_fraction,
             height=synth.height,
             width=synth.width,
+            unlabeled_n=synth.unlabeled_n,
             progress=progress,
         )
-    # Shard split name → synthetic list. A name given two roles is prepared once; the later
-    # entry wins, so eval_split == test_split (allow_test_selection) reads the test list.
-    lists = {cfg.eval_split: "val", cfg.test_split: "test", cfg.train_split: "train"}
     for split, listed in lists.items():
         prepare = PrepareConfig(
             dataset=synth.layout,

@@ -20,3 +20,9 @@ KB_CROP = (352, 1216)
 # Caps used for training masks and evaluation (metres).
 KITTI_MAX_DEPTH = 80.0
 NYU_MAX_DEPTH = 10.0
+
+# Shard split of RGB-only frames (has_gt false) in the bundled synthetic set.
+UNLABELED_SPLIT = "unlabeled"
+
+# Pseudo-label confidence maps (`<key>.confidence.png`): confidence = stored uint16 value / scale.
+CONFIDENCE_SCALE = 65535

@@ -29,6 +29,7 @@ import webdataset as wds
 from kdplatform import storage
 from kdplatform.config.schema import AugmentConfig, DataConfig
 from kdplatform.data import augment as aug
+from kdplatform.data.constants import CONFIDENCE_SCALE
 from kdplatform.data.shards import decode_sample_files, shard_paths
 from kdplatform.errors import DataError
 from kdplatform.storage import Location
@@ -65,7 +66,7 @@ def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
         depth = stored.astype(np.float32) / np.float32(meta["depth_scale"])
         if meta.get("invalid_value", 0):
             depth[stored == meta["invalid_value"]] = 0.0
-    return {
+    sample = {
         "key": key,
         "dataset": meta.get("dataset", ""),
         "rgb": rgb,
@@ -73,6 +74,15 @@ def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
         "focal": meta.get("focal") or 0.0,
         "has_gt": bool(meta["has_gt"]),
     }
+    if decoded["pseudo"] is not None:  # a `depthkd pseudo-label` sample
+        sample["pseudo"] = decoded["pseudo"].astype(np.float32) / np.float32(meta["depth_scale"])
+        confidence = decoded["confidence"]
+        sample["confidence"] = (
+            np.ones_like(sample["pseudo"])
+            if confidence is None
+            else confidence.astype(np.float32) / np.float32(CONFIDENCE_SCALE)
+        )
+    return sample
 
 
 def collate(samples: list[dict[str, Any]]) -> Batch:
@@ -91,7 +101,7 @@ def collate(samples: list[dict[str, Any]]) -> Batch:
         )
     image = np.stack([_as_float_rgb(s["rgb"]) for s in samples]).transpose(0, 3, 1, 2)
     depth = torch.from_numpy(np.stack([s["depth"] for s in samples]))[:, None]  # (B, 1, H, W)
-    return {
+    batch = {
         "image": torch.from_numpy(np.ascontiguousarray(image)),
         "depth": depth,
         "valid": depth > 0,
@@ -99,6 +109,33 @@ def collate(samples: list[dict[str, Any]]) -> Batch:
         "has_gt": torch.tensor([s["has_gt"] for s in samples]),
         "key": [s["key"] for s in samples],
     }
+    if all("pseudo" in s for s in samples):
+        for name in ("pseudo", "confidence"):
+            batch[name] = torch.from_numpy(np.stack([s[name] for s in samples]))[:, None]
+    return batch
+
+
+def mix_batches(labeled: Batch, unlabeled: Batch) -> Batch:
+    """One batch of labeled rows followed by pseudo-labelled rows.
+
+    Labeled rows get `pseudo` 0 (no pseudo-label) and `confidence` 1; pseudo-labelled rows have
+    `depth` 0 and `valid` False, so supervised terms see only ground truth and `pseudo_silog`
+    only pseudo-labels.
+    """
+    if labeled["image"].shape[-2:] != unlabeled["image"].shape[-2:]:
+        raise DataError(
+            f"labeled frames {tuple(labeled['image'].shape[-2:])} and pseudo-labelled frames "
+            f"{tuple(unlabeled['image'].shape[-2:])} differ in size",
+            hint="label the unlabeled frames at the training frame size (`depthkd pseudo-label "
+            "--size H W`), or set data.augment.crop to a size both have",
+        )
+    zeros = torch.zeros_like(labeled["depth"])
+    filled = {"pseudo": zeros, "confidence": torch.ones_like(zeros)}
+    mixed: Batch = {}
+    for name, value in unlabeled.items():
+        first = labeled.get(name, filled.get(name))
+        mixed[name] = first + value if isinstance(value, list) else torch.cat([first, value])
+    return mixed
 
 
 def _as_float_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -119,10 +156,11 @@ def _export_rank(worker_id: int, *, rank: int, world_size: int) -> None:
     os.environ["RANK"], os.environ["WORLD_SIZE"] = str(rank), str(world_size)
 
 
-def _worker_rng(seed: int, epoch: int) -> np.random.Generator:
-    """A generator unique to (seed, epoch, rank, loader worker)."""
+def _worker_rng(seed: int, epoch: int, stream: int = 0) -> np.random.Generator:
+    """A generator unique to (seed, epoch, rank, loader worker, stream): the labeled stream is 0,
+    the pseudo-labelled one 1."""
     rank, _, worker, _ = wds.utils.pytorch_worker_info()
-    return np.random.default_rng([seed, epoch, rank, worker])
+    return np.random.default_rng([seed, epoch, rank, worker] + [stream] * (stream > 0))
 
 
 def _shuffle_decode_augment(
@@ -133,9 +171,10 @@ def _shuffle_decode_augment(
     seed: int,
     epoch: int,
     border_mask: bool = False,
+    stream: int = 0,
 ) -> Iterator[dict[str, Any]]:
     """Pipeline stage: shuffle raw samples in a buffer, then decode and augment them."""
-    rng = _worker_rng(seed, epoch)
+    rng = _worker_rng(seed, epoch, stream)
     picker = random.Random(int(rng.integers(1 << 62)))
     augmented = partial(_augmented, cfg=cfg, rng=rng, border_mask=border_mask)
     pool: list[dict[str, Any]] = []
@@ -152,6 +191,12 @@ def _augmented(
     raw: dict[str, Any], *, cfg: AugmentConfig, rng: np.random.Generator, border_mask: bool
 ) -> dict[str, Any]:
     sample = decode_sample(raw)
+    if "pseudo" in sample:  # the pseudo-label and its confidence move with the frame
+        planes = np.stack([sample["pseudo"], sample["confidence"]], axis=-1)  # (H, W, 2)
+        sample["rgb"], planes = aug.augment(sample["rgb"], planes, cfg, rng)
+        sample["pseudo"], sample["confidence"] = planes[..., 0], planes[..., 1]
+        sample["depth"] = np.zeros_like(sample["pseudo"])
+        return sample
     if border_mask and sample["dataset"] in aug.NYU_BORDER_DATASETS:
         sample["depth"] = aug.nyu_border_mask(sample["depth"])  # in the frame's own pixels
     sample["rgb"], sample["depth"] = aug.augment(sample["rgb"], sample["depth"], cfg, rng)
@@ -171,10 +216,23 @@ def train_loader(
         seed: run seed; with `epoch`, rank and worker it keys every random choice.
         epoch: epoch number, so that each epoch sees different shards and augmentations.
     """
+    return _train_stream(shards, split, cfg, cfg.batch_size, seed=seed, epoch=epoch, stream=0)
+
+
+def _train_stream(
+    shards: Location,
+    split: str,
+    cfg: DataConfig,
+    batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    stream: int,
+) -> wds.WebLoader:
     urls = [str(p) for p in shard_paths(shards, split)]
     rank, world_size = rank_info()
     pipeline = wds.DataPipeline(
-        wds.ResampledShards(urls, seed=seed * 100_003 + epoch, deterministic=True),
+        wds.ResampledShards(urls, seed=(seed * 100_003 + epoch) * (stream + 1), deterministic=True),
         wds.split_by_node,
         wds.split_by_worker,
         tar_samples,
@@ -185,8 +243,9 @@ def train_loader(
             seed=seed,
             epoch=epoch,
             border_mask=cfg.nyu_border_mask,
+            stream=stream,
         ),
-        wds.batched(cfg.batch_size, collation_fn=collate, partial=False),
+        wds.batched(batch_size, collation_fn=collate, partial=False),
     )
     loader = wds.WebLoader(
         pipeline,
@@ -195,6 +254,43 @@ def train_loader(
         worker_init_fn=partial(_export_rank, rank=rank, world_size=world_size),
     )
     return loader.with_epoch(cfg.steps_per_epoch)
+
+
+def unlabeled_batch_size(batch_size: int, ratio: float) -> int:
+    """Pseudo-labelled frames beside `batch_size` labeled ones at `ratio` (at least 1 if > 0)."""
+    return max(1, round(batch_size * ratio)) if ratio > 0 else 0
+
+
+def mixed_train_loader(
+    shards: Location,
+    split: str,
+    cfg: DataConfig,
+    *,
+    pseudo_labels: Location,
+    pseudo_split: str,
+    ratio: float,
+    seed: int,
+    epoch: int = 0,
+) -> Iterator[Batch]:
+    """The training stream of one epoch with pseudo-labelled frames mixed in: every batch holds
+    `cfg.batch_size` labeled frames, then `unlabeled_batch_size(cfg.batch_size, ratio)`
+    pseudo-labelled ones (`mix_batches`), exactly `cfg.steps_per_epoch` batches on every rank.
+
+    The pseudo-labelled stream is split by node and worker and keyed by (seed, epoch, rank,
+    worker) like the labeled one, on a random stream of its own, so resumes see the same data.
+    """
+    labeled = train_loader(shards, split, cfg, seed=seed, epoch=epoch)
+    unlabeled = _train_stream(
+        pseudo_labels,
+        pseudo_split,
+        cfg,
+        unlabeled_batch_size(cfg.batch_size, ratio),
+        seed=seed,
+        epoch=epoch,
+        stream=1,
+    )
+    for ours, theirs in zip(labeled, unlabeled, strict=True):
+        yield mix_batches(ours, theirs)
 
 
 def _decode_for_eval(raw: dict[str, Any], *, kb_crop: bool) -> dict[str, Any]:

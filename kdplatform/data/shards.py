@@ -85,6 +85,17 @@ def read_manifest(out: Location) -> dict[str, Any]:
     return manifest
 
 
+def manifest_fingerprint(manifest: dict[str, Any]) -> str:
+    """32 hex digits (of a sha256) naming a shard set's content: every split's shard names and
+    sha256s. Equal for equal shards wherever they are stored (a local dir and its S3 copy) and
+    short enough for an MLflow dataset digest (at most 36 characters)."""
+    content = {
+        split: [[s["name"], s["sha256"]] for s in entry["shards"]]
+        for split, entry in manifest["splits"].items()
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:32]
+
+
 def split_entry(out: Location, split: str) -> dict[str, Any]:
     """The manifest entry of one split, with a DataError listing the splits that do exist."""
     splits = read_manifest(out)["splits"]
@@ -442,10 +453,13 @@ def read_tar(path: Path) -> dict[str, dict[str, bytes]]:
 
 
 def decode_sample_files(files: dict[str, bytes], where: str) -> dict[str, Any]:
-    """Checks and decodes one shard sample's files: rgb, optional uint16 depth and meta.
+    """Checks and decodes one shard sample's files: rgb, optional uint16 depth, optional uint16
+    pseudo-label and confidence maps (`depthkd pseudo-label` output) and meta.
 
     Returns:
-        {"rgb": uint8 (H, W, 3), "depth": uint16 (H, W) or None, "meta": dict}.
+        {"rgb": uint8 (H, W, 3), "depth": uint16 (H, W) or None, "pseudo": uint16 (H, W) or
+        None (metres = value / meta depth_scale), "confidence": uint16 (H, W) or None (value /
+        65535), "meta": dict}.
     """
     rgb_name = next((n for n in ("rgb.png", "rgb.jpg") if n in files), None)
     if rgb_name is None or "meta.json" not in files:
@@ -462,11 +476,22 @@ def decode_sample_files(files: dict[str, bytes], where: str) -> dict[str, Any]:
         if "depth.png" in files
         else None
     )
+    pseudo, confidence = (
+        images.decode_depth(files[name], f"{where}.{name}") if name in files else None
+        for name in ("pseudo.png", "confidence.png")
+    )
     expected = (meta.get("height"), meta.get("width"))
-    if rgb.shape[:2] != expected or (depth is not None and depth.shape != expected):
+    maps = (m for m in (depth, pseudo, confidence) if m is not None)
+    if rgb.shape[:2] != expected or any(m.shape != expected for m in maps):
         raise DataError(f"{where}: image sizes differ from meta.json {expected}")
     if meta.get("has_gt") != (depth is not None):
         raise DataError(
             f"{where}: meta.json has_gt={meta.get('has_gt')} but depth.png presence differs"
         )
-    return {"rgb": rgb, "depth": depth, "meta": meta}
+    if bool(meta.get("pseudo")) != (pseudo is not None):
+        raise DataError(
+            f"{where}: meta.json pseudo={meta.get('pseudo')} but pseudo.png presence differs"
+        )
+    if confidence is not None and pseudo is None:
+        raise DataError(f"{where}: confidence.png without pseudo.png")
+    return {"rgb": rgb, "depth": depth, "pseudo": pseudo, "confidence": confidence, "meta": meta}

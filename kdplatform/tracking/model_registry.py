@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.metadata
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -160,28 +161,70 @@ def load_registered_model(uri: str, *, home: Path | None = None) -> nn.Module:
         RegistryError: the reference names no model.
         CheckpointError: its weights cannot be downloaded or do not rebuild a model.
     """
+    with tempfile.TemporaryDirectory(prefix="depthkd-load-") as tmp:
+        return load_model(download_model_file(uri, Path(tmp), home=home).path)
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """The weights file of a model reference, downloaded, and where it came from.
+
+    Attributes:
+        path: the local model file (a `save_model` file).
+        uri: the resolved reference (`models:/...` or `runs:/...`).
+        registered_name: the registered model, for `name@alias` and `models:/name/<n>`.
+        version: its version number, likewise.
+        run_id: the run that logged the weights, when known.
+    """
+
+    path: Path
+    uri: str
+    registered_name: str | None = None
+    version: int | None = None
+    run_id: str | None = None
+
+
+def download_model_file(uri: str, dst: Path, *, home: Path | None = None) -> ModelFile:
+    """Downloads the weights file behind a reference into the folder `dst`.
+
+    Raises:
+        RegistryError: the reference names no model.
+        CheckpointError: its weights cannot be downloaded.
+    """
     store_uri = tracking_uri(home)
     client = client_for(store_uri)
-    with (
-        pinned_tracking_uri(store_uri),
-        tempfile.TemporaryDirectory(prefix="depthkd-load-") as tmp,
-    ):
+    with pinned_tracking_uri(store_uri):
         resolved = resolve_model_reference(uri, home=home)
+        name = version = run_id = None
         if resolved.startswith("runs:/"):
             weights_uri = f"{resolved}/{STATE_DICT_FILE}"
+            run_id = resolved.removeprefix("runs:/").split("/", 1)[0]
         else:
             model_id = _logged_model_id(client, resolved)
-            location = client.get_logged_model(model_id).artifact_location
-            weights_uri = f"{location.rstrip('/')}/artifacts/{STATE_DICT_FILE}"
+            logged = client.get_logged_model(model_id)
+            weights_uri = f"{logged.artifact_location.rstrip('/')}/artifacts/{STATE_DICT_FILE}"
+            run_id = logged.source_run_id
+            name, version = _registered_version(client, resolved)
         try:
             path = mlflow.artifacts.download_artifacts(
-                artifact_uri=weights_uri, dst_path=tmp, tracking_uri=store_uri
+                artifact_uri=weights_uri, dst_path=str(dst), tracking_uri=store_uri
             )
         except MlflowException as exc:
             raise CheckpointError(
                 f"cannot download the weights of {uri} ({weights_uri}): {exc}"
             ) from exc
-        return load_model(Path(path))
+    return ModelFile(Path(path), resolved, name, version, run_id)
+
+
+def _registered_version(client: MlflowClient, uri: str) -> tuple[str | None, int | None]:
+    """(registered name, version) of a `models:/name@alias` or `models:/name/<n>` URI."""
+    name, _, version = uri.removeprefix("models:/").strip("/").partition("/")
+    if version.isdigit():
+        return name, int(version)
+    if "@" in name:
+        name, _, alias = name.rpartition("@")
+        return name, int(client.get_model_version_by_alias(name, alias).version)
+    return None, None
 
 
 def resolve_model_reference(ref: str, *, home: Path | None = None) -> str:

@@ -36,8 +36,11 @@ from kdplatform.errors import CheckpointError, ConfigError, RegistryError
 from kdplatform.eval.metrics import HEADLINE_METRICS
 from kdplatform.eval.runner import evaluate_split
 from kdplatform.locking import exclusive_lock
+from kdplatform.pseudolabel import label_shards
+from kdplatform.pseudolabel.source import frame_size, open_source
 from kdplatform.storage import Location
 from kdplatform.tracking import model_registry
+from kdplatform.tracking.datasets import log_dataset_input
 from kdplatform.tracking.logger import RunLogger
 from kdplatform.tracking.runs import JobRun, finish_job_run, open_job_run
 from kdplatform.tracking.store import tracking_uri
@@ -92,6 +95,25 @@ class JobContext:
         return 1 - kd["abs_rel"] / base["abs_rel"]
 
     @property
+    def teacher_metrics(self) -> dict[str, float] | None:
+        """Test metrics of the teacher the student learned from: the acclimated one where the
+        job has one, else the depth teacher (trained here or given)."""
+        return self.test_metrics.get("acclimate") or self.test_metrics.get("teacher")
+
+    @property
+    def gap_closed(self) -> float | None:
+        """Share of the test abs_rel gap between the no-KD student and the teacher that
+        distillation closed: (no-KD − distilled) / (no-KD − teacher); None unless all three
+        were tested and the teacher is better than the no-KD student."""
+        teacher = self.teacher_metrics
+        if self.kd_gain is None or teacher is None:
+            return None
+        base = self.test_metrics["supervised"]["abs_rel"]
+        if base <= teacher["abs_rel"]:
+            return None
+        return (base - self.test_metrics["distill"]["abs_rel"]) / (base - teacher["abs_rel"])
+
+    @property
     def baseline_comparable(self) -> bool:
         """The no-KD student trained like the distilled one: same steps, optimizer, loss."""
         supervised, distill = self.cfg.supervised, self.cfg.distill
@@ -120,12 +142,28 @@ def acclimation_stages(cfg: ExperimentConfig) -> list[str]:
 
 
 def job_stages(cfg: ExperimentConfig, job: str) -> list[str]:
-    """The stages job `job` runs under `cfg`, in order."""
+    """The stages job `job` runs under `cfg`, in order.
+
+    A distillation whose terms all read stored targets (ground truth, cached pseudo-labels)
+    needs no acclimated teacher: only a depth teacher to label the unlabeled frames (trained
+    first unless `model.teacher.checkpoint` names one, and not at all when `data.pseudo_labels`
+    is given) and the no-KD student it is compared with.
+    """
     if job == "acclimate":
         return acclimation_stages(cfg)
+    if job == "distill" and not cfg.distill.needs_teacher_online:
+        given = cfg.model.teacher.checkpoint or cfg.distill.teacher
+        trains_teacher = labels_unlabeled(cfg) and given is None
+        return ["teacher"] * trains_teacher + ["supervised", job]
     if STAGES.get(job).needs_teacher and cfg.distill.teacher is None:
         return [*acclimation_stages(cfg), job]
     return [job]
+
+
+def labels_unlabeled(cfg: ExperimentConfig) -> bool:
+    """Whether a distill job runs the pseudo-label pass itself (unlabeled frames mixed in, no
+    `data.pseudo_labels` given)."""
+    return cfg.distill.unlabeled_ratio > 0 and cfg.data.pseudo_labels is None
 
 
 def prepare_job(cfg: ExperimentConfig, job: str, *, progress: bool = True) -> JobContext:
@@ -134,6 +172,7 @@ def prepare_job(cfg: ExperimentConfig, job: str, *, progress: bool = True) -> Jo
         raise ConfigError(f"unknown stage {job!r}; known: {', '.join(STAGES.names())}")
     if (
         STAGES.get(job).needs_teacher
+        and cfg.distill.needs_teacher_online
         and cfg.distill.teacher is None
         and not cfg.distill.acclimate_first
     ):
@@ -247,7 +286,10 @@ def resolve_inputs(ctx: JobContext) -> dict[str, Path]:
     `model.teacher.checkpoint` (a depth teacher), `acclimate.ghost_from` (a trained student),
     `distill.teacher` (a teacher acclimated for this student and teacher)."""
     cfg, stages, inputs = ctx.cfg, set(ctx.stages), {}
-    if cfg.model.teacher.checkpoint and stages & {"teacher", "acclimate", "cross_distill"}:
+    labels = "distill" in stages and labels_unlabeled(cfg)
+    if cfg.model.teacher.checkpoint and (
+        stages & {"teacher", "acclimate", "cross_distill"} or labels
+    ):
         inputs["pretrained"] = _resolve_model(
             ctx,
             "model.teacher.checkpoint",
@@ -260,7 +302,10 @@ def resolve_inputs(ctx: JobContext) -> dict[str, Path]:
         inputs["student"] = _resolve_model(
             ctx, "acclimate.ghost_from", cfg.acclimate.ghost_from, "student", "ghost_student.pt"
         )
-    if cfg.distill.teacher and any(STAGES.get(s).needs_teacher for s in stages):
+    if cfg.distill.teacher and (
+        "cross_distill" in stages
+        or ("distill" in stages and (cfg.distill.needs_teacher_online or labels))
+    ):
         inputs["acclimated"] = _resolve_model(
             ctx, "distill.teacher", cfg.distill.teacher, "acclimated_teacher", "teacher.pt"
         )
@@ -308,6 +353,7 @@ def _run_job(ctx: JobContext, *, log: callable, progress: StageProgress | None) 
     status = "FAILED"
     available = dict(ctx.inputs)
     try:
+        _report_given_teachers(ctx, logger, log)
         for stage in ctx.stages:
             spec = STAGES.get(stage)
             log(
@@ -318,6 +364,10 @@ def _run_job(ctx: JobContext, *, log: callable, progress: StageProgress | None) 
                 role: available[kind] for role, kind in spec.consumes.items() if kind in available
             }
             _check_same_inputs(ctx, stage, inputs)
+            unlabeled = None
+            if stage == "distill" and cfg.distill.unlabeled_ratio > 0:
+                unlabeled = _pseudo_labels(ctx, available, log)
+                log_dataset_input(ctx.run.run_id, unlabeled, uri=ctx.run.tracking_uri)
             with progress.stage(stage) if progress else contextlib.nullcontext() as channel:
                 result = run_stage(
                     cfg,
@@ -328,6 +378,7 @@ def _run_job(ctx: JobContext, *, log: callable, progress: StageProgress | None) 
                     inputs=inputs,
                     out_dir=ctx.out_dir / stage,
                     progress=channel,
+                    unlabeled=unlabeled,
                 )
             ctx.results[stage] = result
             available |= {spec.produces[role]: path for role, path in result.exports.items()}
@@ -340,6 +391,47 @@ def _run_job(ctx: JobContext, *, log: callable, progress: StageProgress | None) 
         finish_job_run(ctx.run, status=status)
     log(f"done in {time.perf_counter() - started:.0f} s")
     return ctx
+
+
+PSEUDO_LABEL_DIR = "pseudo_labels"  # in the job's folder: the pass over its unlabeled frames
+
+
+def unlabeled_source(ctx: JobContext) -> Location:
+    """The RGB-only shard set the job labels: `data.unlabeled`, else the bundled set (whose
+    unlabeled split sits beside its labeled ones)."""
+    return ctx.cfg.data.unlabeled or ctx.shards
+
+
+def _pseudo_labels(ctx: JobContext, available: dict[str, Path], log: callable) -> Location:
+    """The pseudo-label shards the distill stage mixes in: `data.pseudo_labels`, or a pass of
+    the job's own teacher (acclimated where there is one: its own head) over the unlabeled
+    frames, at the labeled frames' size so both pass through one augmentation. A resumed job
+    finds the pass done (or finishes it); a changed teacher is refused by the pass."""
+    cfg = ctx.cfg
+    if cfg.data.pseudo_labels is not None:
+        return cfg.data.pseudo_labels
+    teacher = available.get("acclimated") or available.get("pretrained")
+    if teacher is None:
+        raise ConfigError("the pseudo-label pass needs a depth teacher, and the job has none")
+    size, _ = frame_size(open_source(ctx.shards, cfg.data.train_split))
+    out = ctx.out_dir / PSEUDO_LABEL_DIR
+    log(f"[pseudo-label] {cfg.data.unlabeled_split} frames labelled by {teacher.name} at {size}")
+    report = label_shards(
+        teacher,
+        unlabeled_source(ctx),
+        cfg.data.unlabeled_split,
+        out,
+        size=size,
+        batch_size=cfg.data.eval_batch_size,
+        progress=False,
+        log=log,
+    )
+    if report.frames:
+        log(
+            f"[pseudo-label] {report.frames} frames in {report.seconds:.0f} s "
+            f"({report.frames_per_s:.0f} frames/s) → {out}"
+        )
+    return out
 
 
 INPUTS_FILE = "inputs.json"  # per stage: sha256 of each input model it started from
@@ -403,21 +495,47 @@ def _test_report(
 ) -> dict[str, float]:
     """The held-out test metrics of the stage's first exported model (after training: a report,
     not a selection); logged as `<stage>/test/<metric>` at the stage's last step."""
-    cfg = ctx.cfg
     role, path = next(iter(result.exports.items()))
+    step = int(result.metrics.get("step", 0))
+    return _report_model(ctx, result.stage, role, path, step, logger, log)
+
+
+def _report_model(
+    ctx: JobContext,
+    stage: str,
+    role: str,
+    path: Path,
+    step: int,
+    logger: RunLogger,
+    log: callable,
+) -> dict[str, float]:
+    cfg = ctx.cfg
     split = cfg.data.test_split
     sums = evaluate_split(
         load_model(path), ctx.shards, split, cfg.data, ctx.profile.protocol, tta=cfg.eval.tta
     )
     means = sums.means()
-    step = int(result.metrics.get("step", 0))
-    logger.log_metrics({f"{result.stage}/{split}/{k}": v for k, v in means.items()}, step)
+    logger.log_metrics({f"{stage}/{split}/{k}": v for k, v in means.items()}, step)
     logger.flush()
     log(
-        f"[{result.stage}] {role} on {split} ({ctx.profile.protocol}, {sums.n_images} images): "
+        f"[{stage}] {role} on {split} ({ctx.profile.protocol}, {sums.n_images} images): "
         + ", ".join(f"{k} {means[k]:.4f}" for k in HEADLINE_METRICS)
     )
     return means
+
+
+# a teacher the config gives (not trained by the job) → the stage whose report it stands in for
+GIVEN_TEACHERS = {"pretrained": "teacher", "acclimated": "acclimate"}
+
+
+def _report_given_teachers(ctx: JobContext, logger: RunLogger, log: callable) -> None:
+    """Test metrics of the teachers the config gives, so that the gap between student and
+    teacher is measured in every job, on the same split and protocol."""
+    for kind, stage in GIVEN_TEACHERS.items():
+        if kind in ctx.inputs and stage not in ctx.stages and ctx.has_test_split:
+            ctx.test_metrics[stage] = _report_model(
+                ctx, stage, "teacher (given)", ctx.inputs[kind], 0, logger, log
+            )
 
 
 def _register(ctx: JobContext, result: StageResult, *, final: bool) -> None:

@@ -195,6 +195,11 @@ def _inputs_for_workers(inputs: dict[str, Path], job_dir: storage.Location) -> d
     return placed
 
 
+def _absolute(location: storage.Location) -> str:
+    """A local path made absolute (workers change directory); an `s3://` URL as it is."""
+    return str(location if storage.is_remote(location) else Path(location).resolve())
+
+
 def run_stage(
     cfg: ExperimentConfig,
     stage: str,
@@ -207,6 +212,7 @@ def run_stage(
     run_name: str | None = None,
     callbacks: Sequence[Any] = (),
     progress: str | None = None,
+    unlabeled: storage.Location | None = None,
 ) -> StageResult:
     """Runs one stage to completion (or resumes it) and copies its exported models to `out_dir`.
 
@@ -215,6 +221,7 @@ def run_stage(
         run_name: Ray run name (the resume key); default `<job>-<stage>`.
         callbacks: Ray Train callbacks (a Tune trial passes its report forwarder).
         progress: the address of the driver's progress channel (`JobConsole.stage`), if any.
+        unlabeled: the pseudo-label shards a stage with `unlabeled_ratio > 0` mixes in.
     """
     started = time.perf_counter()
     root = storage_path(cfg)
@@ -222,12 +229,13 @@ def run_stage(
     job_dir = storage.join(root, name)
     job = WorkerJob(
         stage=stage,
-        shards=str(shards if storage.is_remote(shards) else Path(shards).resolve()),
+        shards=_absolute(shards),
         profile=profile.to_dict(),
         run=run.to_dict() if run else None,
         inputs=_inputs_for_workers(inputs or {}, job_dir),
         job_dir=str(job_dir),
         progress=progress,
+        unlabeled=None if unlabeled is None else _absolute(unlabeled),
     )
     train = cfg.train
     trainer = TorchTrainer(

@@ -22,6 +22,8 @@ validate config → models → `prepare_model` or `deepspeed.initialize` → res
   node, training samples and evaluation images (`workers/<stage>.json` in the run's artifacts).
 * Shards, the input models (teacher, student to copy) and the fault marker may live in `s3://`
   storage (multi-node clusters).
+* A stage with `unlabeled_ratio > 0` (distill with pseudo-labels) draws every batch from the
+  labeled shards and the job's pseudo-label shards together (`mixed_train_loader`).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ import torch.distributed as dist
 from kdplatform import storage
 from kdplatform.config.schema import ExperimentConfig
 from kdplatform.console import ProgressReporter
-from kdplatform.data.loader import eval_loader, train_loader
+from kdplatform.data.loader import eval_loader, mixed_train_loader, train_loader
 from kdplatform.eval.runner import evaluate_batches
 from kdplatform.tracking.logger import RunLogger
 from kdplatform.tracking.runs import JobRun
@@ -75,6 +77,7 @@ class WorkerJob:
     inputs: dict[str, str]  # role → model file of the driver, or an s3:// object (multi-node)
     job_dir: str  # absolute or s3://; holds the fault-injection marker
     progress: str | None = None  # the driver's progress channel (`kdplatform.console`)
+    unlabeled: str | None = None  # pseudo-label shards mixed into the batches (absolute or s3://)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -192,14 +195,26 @@ class _Runner:
     def _micro_batches(self, start_micro: int, device: torch.device) -> Iterator[dict]:
         per_epoch = self.cfg.data.steps_per_epoch
         epoch, skip = divmod(start_micro, per_epoch)
+        data = self.cfg.data
+        ratio = self.stage.unlabeled_ratio
+        if ratio > 0 and not self.job.unlabeled:
+            raise ValueError(f"stage {self.stage.name} mixes in pseudo-labels but got no shards")
         while True:
-            stream = train_loader(
-                self.shards,
-                self.cfg.data.train_split,
-                self.cfg.data,
-                seed=self.cfg.seed,
-                epoch=epoch,
-            )
+            if ratio > 0:
+                stream = mixed_train_loader(
+                    self.shards,
+                    data.train_split,
+                    data,
+                    pseudo_labels=self.job.unlabeled,
+                    pseudo_split=data.unlabeled_split,
+                    ratio=ratio,
+                    seed=self.cfg.seed,
+                    epoch=epoch,
+                )
+            else:
+                stream = train_loader(
+                    self.shards, data.train_split, data, seed=self.cfg.seed, epoch=epoch
+                )
             for index, batch in enumerate(stream):
                 if index >= skip:
                     yield {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}

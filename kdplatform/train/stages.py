@@ -12,7 +12,9 @@ Each stage's objective is the weighted sum of the named terms in its config's `l
   and head are what DisDepth's ghost decoder copies).
 * `acclimate`: depth-trained teacher + ghost decoder; SILog on the ghost output and on the
   teacher's own head. The ghost's copied decoder and head stay fixed (see `AcclimateConfig`).
-* `distill`: frozen acclimated teacher; `silog + α·attentive_kd + β·response_kd` on the student.
+* `distill`: frozen acclimated teacher; `silog + α·attentive_kd + β·response_kd` on the student,
+  plus `pseudo_silog` on pseudo-labelled unlabeled frames mixed into each batch (cached labels:
+  without attentive or response KD the teacher is not loaded at all).
 * `cross_distill`: URCDC's dual branch, supervised and pseudo-label steps alternating or summed.
 
 Models pass between stages as files (`inputs`, role → path): a stage's `consumes` names the
@@ -105,7 +107,7 @@ def supervised_step(
 
 def distill_step(
     student: nn.Module,
-    teacher: AcclimatedTeacher,
+    teacher: AcclimatedTeacher | None,
     batch: Batch,
     *,
     weights: dict[str, float],
@@ -113,13 +115,24 @@ def distill_step(
     min_depth: float,
 ) -> dict[str, Tensor]:
     """`silog` on the GT, `attentive_kd` on the ghost-adapted teacher features, `response_kd` on
-    the teacher's depth; the teacher runs only when a KD term is weighted."""
+    the teacher's depth, `pseudo_silog` on the cached pseudo-labels of unlabeled rows; the
+    teacher runs only when `attentive_kd` or `response_kd` is weighted (`teacher` may be None
+    otherwise)."""
     uses_features = "attentive_kd" in weights
     out = student(batch["image"], return_features=uses_features)
     depth = out.depth if uses_features else out
     terms: dict[str, Tensor] = {}
     if "silog" in weights:
         terms["silog"] = _supervised(depth, batch, loss, min_depth)
+    if "pseudo_silog" in weights:
+        terms["pseudo_silog"] = losses.pseudo_label_loss(
+            depth,
+            batch["pseudo"],
+            confidence=batch["confidence"] if loss.pseudo_confidence else None,
+            ignore_top=loss.pseudo_ignore_top,
+            variance_focus=loss.variance_focus,
+            min_depth=loss.min_depth or min_depth,
+        )
     if uses_features or "response_kd" in weights:
         with torch.no_grad():
             target = teacher(batch["image"])
@@ -209,6 +222,8 @@ class Stage:
         on_step: hook called before each optimizer step (schedules, freezing).
         eval_before: evaluate once before the first step (acclimation shows the teacher's own
             accuracy before and after, so preserved performance is visible).
+        unlabeled_ratio: pseudo-labelled frames per labeled frame in each batch (the loop mixes
+            them in from the job's pseudo-label shards); 0: labeled frames only.
     """
 
     name: str
@@ -221,6 +236,7 @@ class Stage:
     find_unused_parameters: bool = False
     on_step: Callable[[nn.Module, int], None] = lambda model, step: None
     eval_before: bool = False
+    unlabeled_ratio: float = 0.0
 
 
 StageBuilder = Callable[[ExperimentConfig, DataProfile, "dict[str, Path]"], Stage]
@@ -397,23 +413,27 @@ def supervised_stage(cfg: ExperimentConfig, profile: DataProfile, inputs: dict[s
     produces={"student": "student"},
 )
 def distill_stage(cfg: ExperimentConfig, profile: DataProfile, inputs: dict[str, Path]) -> Stage:
-    if "teacher" not in inputs:
-        raise ValueError("the distill stage needs an acclimated teacher checkpoint")
+    stage_cfg = cfg.distill
+    online = stage_cfg.needs_teacher_online
+    if online and "teacher" not in inputs:
+        raise ValueError("attentive_kd and response_kd need an acclimated teacher checkpoint")
     # the student first: same seed, same init as the `supervised` baseline (a fair comparison)
     model = build_student(cfg.model.student, max_depth=profile.max_depth)
-    frozen = load_model(inputs["teacher"], expect="teacher")
-    frozen.eval().requires_grad_(False)
-    stage_cfg = cfg.distill
+    frozen = load_model(inputs["teacher"], expect="acclimated_teacher") if online else None
+    if frozen is not None:
+        frozen.eval().requires_grad_(False)
     weights = stage_cfg.active_losses()
 
     def step(m: nn.Module, batch: Batch, index: int) -> dict[str, Tensor]:
-        if next(frozen.parameters()).device != batch["image"].device:
+        if frozen is not None and next(frozen.parameters()).device != batch["image"].device:
             frozen.to(batch["image"].device)
         return distill_step(
             m, frozen, batch, weights=weights, loss=stage_cfg.loss, min_depth=profile.loss_min_depth
         )
 
-    return _depth_stage("distill", model, stage_cfg, profile, "student", step)
+    built = _depth_stage("distill", model, stage_cfg, profile, "student", step)
+    built.unlabeled_ratio = stage_cfg.unlabeled_ratio
+    return built
 
 
 @stage(

@@ -8,14 +8,22 @@ import json
 import pytest
 from PIL import Image
 
-from kdplatform.bench.kd import BASELINE, ROWS, KDBenchResult, markdown, write_result
+from kdplatform.bench.kd import (
+    BASELINE,
+    ROWS,
+    KDBenchResult,
+    markdown,
+    selected_rows,
+    write_result,
+)
+from kdplatform.errors import ConfigError
 
 
 def _result() -> KDBenchResult:
     rows = {}
     for i, row in enumerate(ROWS):
         base = 0.30 if row.lg_global else 0.32
-        test = [base, base + 0.01, base - 0.01] if row.teacher is None else [0.24, 0.25, 0.26]
+        test = [0.24, 0.25, 0.26] if row.distils else [base, base + 0.01, base - 0.01]
         rows[row.key] = {
             "label": row.label,
             "lg_global": row.lg_global,
@@ -50,13 +58,20 @@ def test_each_row_is_compared_with_the_no_kd_row_of_its_own_student() -> None:
     assert set(BASELINE.values()) <= set(result.rows)
 
 
+def test_gap_closed_is_measured_against_the_teacher() -> None:
+    result = _result()  # no KD 0.30, every KD row 0.25, teacher 0.20
+    assert result.gap_closed("pseudo") == pytest.approx(0.5)
+    assert result.gap_closed("kd_local") == pytest.approx((0.32 - 0.25) / (0.32 - 0.20))
+    assert "| 50 % |" in markdown(result)
+
+
 def test_table_and_chart_say_which_split_and_protocol(tmp_path) -> None:
     result = _result()
     table = markdown(result)
     assert "**test split** (72 images, protocol kitti-garg-full)" in table
-    assert "| student | test abs_rel | × no KD | gap (σ) | paired reduction |" in table
+    assert "| student | test abs_rel | × no KD | gap (σ) | paired reduction | gap closed |" in table
     row = "| attentive + response KD (fixed copied ghost) | 0.2500 ± 0.0100 | 0.833 | 5.0 |"
-    assert f"{row} 0.0500 ± 0.0173 |" in table  # per seed: 0.06, 0.06, 0.03
+    assert f"{row} 0.0500 ± 0.0173 | 50 % |" in table  # per seed: 0.06, 0.06, 0.03
     assert "after / before: 1.005" in table
     paths = write_result(result, tmp_path, "kd-x")
     assert json.loads(paths["json"].read_text())["report_split"] == "test"
@@ -64,3 +79,10 @@ def test_table_and_chart_say_which_split_and_protocol(tmp_path) -> None:
     with Image.open(paths["png"]) as chart:
         assert chart.format == "PNG" and chart.width > 400
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kd-x.json", "kd-x.md", "kd-x.png"]
+
+
+def test_chosen_rows_bring_their_no_kd_rows_and_unknown_rows_are_refused() -> None:
+    keys = [row.key for row in selected_rows(["pseudo", "kd_local"])]
+    assert keys == ["no_kd", "pseudo", "no_kd_local", "kd_local"]
+    with pytest.raises(ConfigError, match="unknown row pseudo_only"):
+        selected_rows(["pseudo_only"])

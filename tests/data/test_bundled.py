@@ -3,15 +3,17 @@ and a named shard dir is checked for the splits a job reads."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
-from kdplatform.config.schema import DataConfig
+from kdplatform.config.schema import DataConfig, SynthConfig
 from kdplatform.data.bundled import ensure_shards, synthetic_dir
-from kdplatform.data.shards import LOCK_FILE, MANIFEST, read_manifest, verify_shards
-from kdplatform.errors import DataError
+from kdplatform.data.constants import UNLABELED_SPLIT
+from kdplatform.data.shards import LOCK_FILE, MANIFEST, read_manifest, read_tar, verify_shards
+from kdplatform.errors import ConfigError, DataError
 
 SYNTH = {"layout": "nyu", "n": 24, "height": 32, "width": 48}  # 17 train, 2 val, 5 test
 
@@ -82,3 +84,46 @@ def test_named_dir_with_an_empty_test_split_is_refused(
     cfg = DataConfig.model_validate({"shards": str(tmp_path)})
     with pytest.raises(DataError, match=r"split 'test' has no shards"):
         ensure_shards(cfg, tmp_path)
+
+
+def test_unlabeled_split_holds_rgb_only_frames_outside_the_labeled_splits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One core seen: prepare encodes in-process (a worker pool would take most of the time).
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
+    synth = {"layout": "nyu", "n": 6, "height": 16, "width": 24, "unlabeled_n": 4}
+    cfg = DataConfig.model_validate({"synthetic": synth})
+    shards = ensure_shards(cfg, tmp_path, progress=False)
+    assert counts(shards) == {"train": 4, "val": 1, "test": 1, UNLABELED_SPLIT: 4}
+    assert verify_shards(shards, progress=False).ok
+    entry = read_manifest(shards)["splits"][UNLABELED_SPLIT]
+    assert entry["num_without_gt"] == 4
+    unlabeled = read_tar(shards / entry["shards"][0]["name"])
+    for files in unlabeled.values():
+        assert "depth.png" not in files and json.loads(files["meta.json"])["has_gt"] is False
+    labeled = {
+        key
+        for split in ("train", "val", "test")
+        for shard in read_manifest(shards)["splits"][split]["shards"]
+        for key in read_tar(shards / shard["name"])
+    }
+    rooms = {key.split("/")[1] for key in unlabeled}
+    assert not rooms & {key.split("/")[1] for key in labeled}
+
+
+def test_unlabeled_n_changes_the_folder_but_zero_keeps_the_old_one(tmp_path: Path) -> None:
+    plain = SynthConfig.model_validate(SYNTH)
+    old_digest = hashlib.sha256(
+        json.dumps(plain.model_dump(exclude={"unlabeled_n"}), sort_keys=True).encode()
+    )
+    assert synthetic_dir(plain, tmp_path).name == f"synthetic-nyu-{old_digest.hexdigest()[:10]}"
+    more = SynthConfig.model_validate({**SYNTH, "unlabeled_n": 3})
+    assert synthetic_dir(more, tmp_path) != synthetic_dir(plain, tmp_path)
+
+
+def test_a_data_split_named_like_the_unlabeled_split_is_refused(tmp_path: Path) -> None:
+    synth = {**SYNTH, "unlabeled_n": 2}
+    cfg = DataConfig.model_validate({"synthetic": synth, "train_split": UNLABELED_SPLIT})
+    with pytest.raises(ConfigError, match="is the bundled set's RGB-only split"):
+        ensure_shards(cfg, tmp_path, progress=False)
+    assert not (synthetic_dir(cfg.synthetic, tmp_path) / "raw").exists()  # refused before rendering

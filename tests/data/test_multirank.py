@@ -3,38 +3,24 @@
 from __future__ import annotations
 
 import json
-import socket
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from kdplatform.config.schema import AugmentConfig, DataConfig
 from kdplatform.data.loader import eval_loader, train_loader
 from kdplatform.data.sources.synthetic import write_synthetic
 from tests.conftest import prepare
+from tests.ranks import join_group, run_ranks
 
 pytestmark = pytest.mark.multiproc
 WORLD = 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_main(rank: int, port: int, shards: str, out: str) -> None:
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=timedelta(seconds=60),
-    )
+    join_group(rank, port, WORLD)
     cfg = DataConfig(
         batch_size=2,
         num_workers=2,
@@ -76,13 +62,7 @@ def test_two_ranks_equal_train_batches_and_exactly_once_eval(tmp_path):
         split="test",
         shard_size=3,
     )  # 7 test samples: shards of 3, 3, 1 → ranks get 4 and 3
-    mp.start_processes(
-        _rank_main,
-        args=(_free_port(), str(tmp_path / "shards"), str(tmp_path)),
-        nprocs=WORLD,
-        join=True,
-        start_method="spawn",
-    )
+    run_ranks(_rank_main, str(tmp_path / "shards"), str(tmp_path), world=WORLD)
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
     assert [len(r["train_keys"]) for r in results] == [5, 5]
     assert results[0]["train_keys"] != results[1]["train_keys"]  # ranks draw their own shards

@@ -128,3 +128,18 @@ def test_prepare_refuses_to_write_to_s3_and_names_the_way(tmp_path: Path, capsys
     argv += ["--split-file", str(tmp_path / "train.txt")]
     assert main([*argv, "--out", "s3://bucket/shards"]) == 2
     assert "depthkd data upload DIR s3://bucket/prefix" in capsys.readouterr().err
+
+
+def test_rgb_only_shards_upload_and_verify_like_labeled_ones(bucket, tmp_path: Path) -> None:
+    from PIL import Image
+
+    for name, size in (("a.png", (16, 24)), ("sub/b.jpg", (20, 12))):
+        (tmp_path / "photos" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((*size, 3), 90, np.uint8)).save(tmp_path / "photos" / name)
+    prepare(tmp_path, dataset="images", root=tmp_path / "photos", split="unlabeled")
+    url = f"{bucket}/unlabeled"
+    upload_shards(tmp_path / "shards", url, progress=False)
+    report = verify_shards(url, progress=False)
+    assert report.ok, report.problems
+    assert report.checked == {"unlabeled": 2}
+    assert split_entry(url, "unlabeled")["num_without_gt"] == 2

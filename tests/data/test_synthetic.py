@@ -354,3 +354,42 @@ def test_render_scene_rejects_bad_arguments() -> None:
         render_scene("cityscapes", rng, H, W)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"^width must"):
         render_scene("nyu", rng, H, 4)
+
+
+# --- unlabeled frames ---------------------------------------------------------------------------
+
+
+def _depth_files(out: Path) -> list[Path]:
+    return sorted(
+        p.relative_to(out)
+        for p in out.rglob("*.png")
+        if "proj_depth" in p.parts or p.name.startswith("sync_depth_")
+    )
+
+
+@pytest.mark.parametrize("layout", ["kitti", "nyu"])
+def test_unlabeled_frames_are_rgb_only_new_scenes_and_change_no_labeled_byte(
+    tmp_path: Path, layout: str
+) -> None:
+    args = {"n": 6, "seed": SEED, "height": 16, "width": 24, "progress": False}
+    plain = write_synthetic(layout, tmp_path / "plain", **args)  # type: ignore[arg-type]
+    both = write_synthetic(layout, tmp_path / "both", unlabeled_n=3, **args)  # type: ignore[arg-type]
+    assert plain.unlabeled_split is None and not (plain.out / "splits" / "unlabeled.txt").exists()
+    assert both.n_unlabeled == 3 and both.unlabeled_split == both.out / "splits" / "unlabeled.txt"
+    lines = split_lines(both.unlabeled_split)
+    assert len(lines) == 3 and all(gt == "None" for _, gt, _ in lines)
+    for rgb, _, _ in lines:
+        assert (both.root / rgb).is_file()
+    # A drive (room) of their own, after the labeled ones: no scene is shared with a test frame.
+    pattern = KITTI_RGB if layout == "kitti" else NYU_RGB
+    labeled = {int(re.fullmatch(pattern, line[0].lstrip("/"))[1]) for line in all_lines(both)}
+    assert {int(re.fullmatch(pattern, rgb)[1]) for rgb, _, _ in lines} == {max(labeled) + 1}
+    # Their depth is never written, and every file of the labeled set is byte-identical.
+    assert _depth_files(both.out) == _depth_files(plain.out)
+    for path in plain.out.rglob("*.*"):
+        assert (both.out / path.relative_to(plain.out)).read_bytes() == path.read_bytes()
+
+
+def test_negative_unlabeled_n_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^unlabeled_n must be an integer >= 0"):
+        write_synthetic("nyu", tmp_path, 2, 0, height=16, width=16, unlabeled_n=-1)

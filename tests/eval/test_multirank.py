@@ -3,35 +3,21 @@
 from __future__ import annotations
 
 import json
-import socket
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from kdplatform.eval.metrics import MetricSums, compute_metrics
+from tests.ranks import join_group, run_ranks
 
 pytestmark = pytest.mark.multiproc
 WORLD = 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_main(rank: int, port: int, out: str) -> None:
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=timedelta(seconds=60),
-    )
+    join_group(rank, port, WORLD)
     sums = MetricSums()
     if rank == 0:  # two images: abs_rel 0.5 and 0; one skipped
         sums.add(compute_metrics(torch.tensor([2.0, 4.0]), torch.tensor([1.0, 4.0])))
@@ -51,13 +37,7 @@ def _rank_main(rank: int, port: int, out: str) -> None:
 
 
 def test_all_reduce_sums_over_two_gloo_ranks(tmp_path):
-    mp.start_processes(
-        _rank_main,
-        args=(_free_port(), str(tmp_path)),
-        nprocs=WORLD,
-        join=True,
-        start_method="spawn",
-    )
+    run_ranks(_rank_main, str(tmp_path), world=WORLD)
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
     assert results[0] == results[1]  # every rank holds the global result
     assert results[0]["n_images"] == 3 and results[0]["n_skipped"] == 3

@@ -30,11 +30,9 @@ def test_evaluate_writes_a_report_naming_the_protocol(tmp_path: Path, monkeypatc
     assert 0 < report["metrics"]["abs_rel"] < 10
 
 
-def test_evaluate_rejects_unknown_model_reference(tmp_path: Path, monkeypatch, capsys) -> None:
-    monkeypatch.setenv("DEPTHKD_HOME", str(tmp_path))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = tiny_config(tmp_path)
-    config = tmp_path / "tiny.yaml"
+def test_evaluate_rejects_unknown_model_reference(home: Path, capsys) -> None:
+    cfg = tiny_config(home)
+    config = home / "tiny.yaml"
     config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     assert main(["evaluate", "--model", "nobody@champion", "--config", str(config)]) == 2
     assert "nobody" in capsys.readouterr().err

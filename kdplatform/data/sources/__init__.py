@@ -1,4 +1,5 @@
-"""Raw dataset readers, looked up by name: kitti, nyu, nyu-mat, folder.
+"""Raw dataset readers, looked up by name: kitti, nyu, nyu-mat, folder, and the RGB-only
+(unlabeled) images, video and kitti-raw.
 
 Each builder takes the validated `PrepareConfig` and returns a `Source`. The synthetic generator
 (`synthetic.py`) writes the KITTI-like and NYU-like raw layouts, which the same readers consume.
@@ -12,9 +13,12 @@ from pathlib import Path
 from kdplatform.config.schema import PrepareConfig
 from kdplatform.data.sources.base import Source
 from kdplatform.data.sources.folder import FolderSource
+from kdplatform.data.sources.images import ImagesSource
 from kdplatform.data.sources.kitti import KittiSource
+from kdplatform.data.sources.kitti_raw import KittiRawSource
 from kdplatform.data.sources.nyu import NyuSyncSource
 from kdplatform.data.sources.nyu_mat import NyuMatSource
+from kdplatform.data.sources.video import DEFAULT_EVERY, VideoSource
 from kdplatform.errors import ConfigError
 from kdplatform.registry import Registry
 
@@ -52,6 +56,38 @@ def _folder(cfg: PrepareConfig) -> Source:
         invalid_value=cfg.invalid_value,
         focal=cfg.focal,
         split_file=cfg.split_file,
+    )
+
+
+def _no_split_file(cfg: PrepareConfig) -> None:
+    if cfg.split_file is not None:
+        raise ConfigError(
+            f"dataset {cfg.dataset!r} takes no --split-file: --root names the files "
+            "(a folder, one file or a quoted glob pattern)"
+        )
+
+
+@DATASETS.register("images")
+def _images(cfg: PrepareConfig) -> Source:
+    _no_split_file(cfg)
+    return ImagesSource(cfg.root, focal=cfg.focal)
+
+
+@DATASETS.register("video")
+def _video(cfg: PrepareConfig) -> Source:
+    _no_split_file(cfg)
+    return VideoSource(cfg.root, every=cfg.every or DEFAULT_EVERY, focal=cfg.focal)
+
+
+@DATASETS.register("kitti-raw")
+def _kitti_raw(cfg: PrepareConfig) -> Source:
+    if cfg.right_camera and cfg.split_file is not None:
+        raise ConfigError(
+            "--right-camera adds image_03 when scanning --root; with --split-file the lines "
+            "name the camera (image_03 paths, or 'r' in a monodepth2 list)"
+        )
+    return KittiRawSource(
+        cfg.root, split_file=cfg.split_file, right=cfg.right_camera, focal=cfg.focal
     )
 
 

@@ -104,7 +104,8 @@ class Source(ABC):
     """A raw dataset: lists samples and encodes each into shard bytes."""
 
     dataset: str
-    depth_scale: float
+    # metres = stored depth / depth_scale; None for sources without depth (RGB-only images).
+    depth_scale: float | None
     # Stored depth value that marks an invalid pixel besides 0 (some custom datasets use 65535).
     invalid_value: int = 0
 

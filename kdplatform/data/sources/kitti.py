@@ -24,6 +24,17 @@ from kdplatform.data.sources.base import (
 )
 from kdplatform.errors import DataError
 
+LEFT_CAMERA = "image_02"
+
+
+def kitti_key(drive: str, frame: str, camera: str = LEFT_CAMERA) -> str:
+    """The shard key of a KITTI frame: `kitti/<drive>_sync/<frame>` for the left colour camera
+    (image_02), `kitti/<drive>_sync/<camera>/<frame>` for another (image_03), so the two
+    cameras' frames never share a key."""
+    if camera == LEFT_CAMERA:
+        return f"kitti/{drive}/{frame}"
+    return f"kitti/{drive}/{camera}/{frame}"
+
 
 class KittiSource(Source):
     """KITTI raw images + annotated depth, listed by an Eigen-style split file.
@@ -54,9 +65,10 @@ class KittiSource(Source):
                 f"{line.where}: rgb path {rgb_rel!r} is not <date>/<drive>_sync/.../<frame>.png"
             )
         date, drive, frame = parts[0], parts[1], Path(parts[-1]).stem
+        camera = parts[2] if len(parts) > 3 else LEFT_CAMERA
         depth = None if gt_rel == "None" else self._find_gt(line, date, gt_rel)
         return RawSample(
-            key=f"kitti/{drive}/{frame}",
+            key=kitti_key(drive, frame, camera),
             where=line.where,
             rgb=join_relative(self.root, rgb_rel),
             depth=depth,

@@ -4,7 +4,8 @@ Files: `<scene>/rgb_XXXXX.jpg` + `<scene>/sync_depth_XXXXX.png`. Two split-file 
 BTS lists with a focal column (`/<scene>/rgb_XXXXX.jpg /<scene>/sync_depth_XXXXX.png 518.8579`,
 train lines start with '/'), and the NeWCRFs/URCDC "dense" train list whose third column is a
 dense-depth path instead of a focal. The dense path is recorded in the sample's meta but not read:
-the supervised GT is the sync depth, as in those codebases.
+the supervised GT is the sync depth, as in those codebases. A depth column `None` marks an
+RGB-only frame (the synthetic set's unlabeled list), as in KITTI lists.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class NyuSyncSource(Source):
             key=f"nyu/{rgb_path.parent.as_posix()}/{rgb_path.stem}",
             where=line.where,
             rgb=join_relative(self.root, rgb_rel),
-            depth=join_relative(self.root, depth_rel),
+            depth=None if depth_rel == "None" else join_relative(self.root, depth_rel),
             focal=focal,
             extra=extra,
         )

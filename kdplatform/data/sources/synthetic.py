@@ -50,6 +50,7 @@ KITTI_DATE = "2011_09_26"
 FRAMES_PER_DRIVE = 50
 FRAMES_PER_ROOM = 20
 NO_GT_FRACTION = 0.05
+_GROUP = {"kitti": FRAMES_PER_DRIVE, "nyu": FRAMES_PER_ROOM}  # frames per drive / room
 NYU_MIN_DEPTH = 0.7  # Kinect returns nothing closer than this
 
 _NATIVE = {
@@ -88,6 +89,8 @@ class SynthSummary:
         test_split: path of splits/test.txt.
         root: directory the RGB paths of all splits are relative to.
         gt_root: directory the GT paths are relative to, or None when it is `root`.
+        n_unlabeled: lines in splits/unlabeled.txt (RGB only, GT column `None`).
+        unlabeled_split: path of splits/unlabeled.txt, or None when n_unlabeled is 0.
     """
 
     out: Path
@@ -101,6 +104,8 @@ class SynthSummary:
     test_split: Path
     root: Path
     gt_root: Path | None
+    n_unlabeled: int = 0
+    unlabeled_split: Path | None = None
 
 
 @dataclass
@@ -167,6 +172,7 @@ def write_synthetic(
     val_fraction: float = 0.1,
     height: int | None = None,
     width: int | None = None,
+    unlabeled_n: int = 0,
     workers: int = 1,
     progress: bool = True,
 ) -> SynthSummary:
@@ -181,6 +187,12 @@ def write_synthetic(
     so this frame-level split does not leak. Split files are written last and atomically, test
     last of all: a directory without `splits/test.txt` is incomplete.
 
+    `unlabeled_n` more frames are rendered as RGB only (their depth is never written) and listed
+    in `splits/unlabeled.txt` with GT `None`. They are samples `first, first + 1, ...` where
+    `first` is the first index >= n that starts a new drive (room), so they share neither a
+    scene nor a drive with any train, val or test frame, and adding them changes no other
+    frame's bytes.
+
     Args:
         layout: "kitti" (raw/ + gt/ trees, sparse depth) or "nyu" (sync/ tree, dense depth).
         out: output directory; created if missing, existing files of the same names replaced.
@@ -191,6 +203,7 @@ def write_synthetic(
         height: image height (>= 16); the dataset's native height when None.
         width: image width (>= 16); the dataset's native width when None. The focal in the
             split files is scaled by `width / native_width`.
+        unlabeled_n: RGB-only frames besides the `n` (>= 0).
         workers: rendering processes; 1 renders in this process.
         progress: show a tqdm progress bar on stderr.
 
@@ -202,6 +215,8 @@ def write_synthetic(
     """
     _check_layout(layout)
     _check_write_args(n, seed, test_fraction, val_fraction, workers)
+    if not _is_int(unlabeled_n) or unlabeled_n < 0:
+        raise ConfigError(f"unlabeled_n must be an integer >= 0, got {unlabeled_n!r}")
     (native_h, native_w), _, _ = _NATIVE[layout]
     height = native_h if height is None else height
     width = native_w if width is None else width
@@ -215,11 +230,13 @@ def write_synthetic(
     n_train = n - n_val - n_test
     no_gt = _no_gt_indices(layout, n - n_test, n_test)
     jobs = [(i, i not in no_gt) for i in range(n)]
+    first_unlabeled = -(-n // _GROUP[layout]) * _GROUP[layout]  # next drive (room) after n
+    jobs += [(first_unlabeled + j, False) for j in range(int(unlabeled_n))]
     write_one = partial(_write_sample, layout, out, seed, height, width)
     rows = list(
         tqdm(
             _imap(write_one, jobs, workers),
-            total=n,
+            total=len(jobs),
             desc=f"synth {layout}",
             file=sys.stderr,
             disable=not progress,
@@ -232,7 +249,10 @@ def write_synthetic(
     splits = out / "splits"
     _write_text(splits / "train.txt", _split_text(rows[:n_train], focal, train_prefix))
     _write_text(splits / "val.txt", _split_text(rows[n_train : n - n_test], focal, train_prefix))
-    _write_text(splits / "test.txt", _split_text(rows[n - n_test :], focal, ""))
+    unlabeled_split = splits / "unlabeled.txt" if unlabeled_n else None
+    if unlabeled_split is not None:
+        _write_text(unlabeled_split, _split_text(rows[n:], focal, ""))
+    _write_text(splits / "test.txt", _split_text(rows[n - n_test : n], focal, ""))
     root, gt_root = _roots(layout, out)
     return SynthSummary(
         out=out,
@@ -246,6 +266,8 @@ def write_synthetic(
         test_split=splits / "test.txt",
         root=root,
         gt_root=gt_root,
+        n_unlabeled=int(unlabeled_n),
+        unlabeled_split=unlabeled_split,
     )
 
 
