@@ -37,7 +37,8 @@ import torch
 from torch import nn
 
 from kdplatform import atomic
-from kdplatform.config.schema import ExperimentConfig
+from kdplatform.config.loader import with_values
+from kdplatform.config.schema import LOSS_TERMS, ExperimentConfig
 from kdplatform.data.constants import NYU_MAX_DEPTH
 from kdplatform.errors import ConfigError, DepthKDError
 from kdplatform.train.profile import DataProfile
@@ -112,7 +113,14 @@ def make_batch(settings: TrainBenchSettings, *, max_depth: float = NYU_MAX_DEPTH
 
 
 def build_distill_stage(cfg: ExperimentConfig, teacher: Path, seed: int) -> Stage:
-    """The `distill` stage with a fixed seed, so both sides start from identical weights."""
+    """The `distill` stage with a fixed seed, so both sides start from identical weights.
+
+    The step timed is the one with the teacher online: a config whose objective reads cached
+    pseudo-labels only (the demo's) is timed with the standard attentive + response objective.
+    """
+    if not cfg.distill.needs_teacher_online:
+        online = {term: w for term, w in LOSS_TERMS["distill"].items() if w > 0}
+        cfg = with_values(cfg, {"distill.losses": online, "distill.unlabeled_ratio": 0.0})
     torch.manual_seed(seed)
     return STAGES.get("distill").build(cfg, BENCH_PROFILE, {"teacher": teacher})
 
