@@ -1,8 +1,10 @@
 """Ray Data's read step of a pass: one source shard → one row per sample.
 
-Kept free of heavy imports (no torch, no webdataset): Ray runs it in worker processes of their
-own, which import this module and nothing else of the pass, so they start in a second, not in
-the many seconds a torch import takes on a busy machine.
+`ShardReader` runs as a small pool of long-lived actors holding no CPU. As plain tasks, the reads
+each started a fresh worker process on a node whose CPUs the labelling actors held (10-17 s a
+shard on the busy two-node dev cluster, so one labelling actor kept up and the other idled).
+Kept free of heavy imports (no torch, no webdataset): the readers import this module and
+nothing else of the pass.
 """
 
 from __future__ import annotations
@@ -55,3 +57,10 @@ def _samples(url: str, name: str) -> Iterator[tuple[str, dict[str, bytes]]]:
         raise DataError(f"{name}: not a readable tar: {exc}") from None
     if files:
         yield key, files
+
+
+class ShardReader:
+    """Ray Data `flat_map` actor: `shard_rows` in a process that stays up for every shard."""
+
+    def __call__(self, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        return shard_rows(item)

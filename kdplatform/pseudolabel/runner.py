@@ -5,8 +5,8 @@ fingerprint it → open the source split → settle the size → compare with wh
 directory holds (continue, no-op, or refuse) → record the identity → run the Ray Data pass over
 the shards not yet done → write each output shard as soon as it is complete → manifest last.
 
-The pass: `from_items(pending shards)` → `flat_map(shard_rows)` (a reading task per actor at a
-time, no CPU reserved: it only streams tar members) → `map_batches(Labeler, batch_size=B)` on an
+The pass: `from_items(pending shards)` → `flat_map(ShardReader)` (reader actors holding no CPU:
+they only stream tar members) → `map_batches(Labeler, batch_size=B)` on an
 `ActorPoolStrategy(size=n)`, one model load per actor, each actor holding the CPUs its torch
 threads use (or one GPU) → the driver iterates the labelled rows and writes tars. An
 already-initialised Ray (a job's) is used as it is; otherwise one is started as jobs start it
@@ -43,7 +43,7 @@ from kdplatform.pseudolabel.format import (
     digest,
 )
 from kdplatform.pseudolabel.labeler import Labeler
-from kdplatform.pseudolabel.reader import shard_rows
+from kdplatform.pseudolabel.reader import ShardReader
 from kdplatform.pseudolabel.source import SourceSplit, frame_size, open_source
 from kdplatform.pseudolabel.teacher import TeacherFile, resolve_teacher
 from kdplatform.pseudolabel.writer import ShardAssembler, write_shard
@@ -282,12 +282,11 @@ def _label_pending(
             ray.data.from_items(
                 [{"url": s.url, "name": s.name} for s in pending], override_num_blocks=len(pending)
             )
-            # a reader per actor (a tar streams far faster than a teacher labels), no CPU
-            # reserved so that they run beside actors holding every CPU; Ray Data spreads them
-            # over the nodes and hands each node's rows to the actor there
+            # a reader per labelling actor (a tar streams far faster than a teacher labels),
+            # holding no CPU so that it runs beside labelling actors that hold them all
             .flat_map(
-                shard_rows,
-                compute=ray.data.TaskPoolStrategy(size=min(plan.actors, len(pending))),
+                ShardReader,
+                compute=ray.data.ActorPoolStrategy(size=min(plan.actors, len(pending))),
                 num_cpus=0,
             )
             .map_batches(
