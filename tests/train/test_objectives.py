@@ -58,7 +58,13 @@ def test_a_dotted_override_changes_one_term_and_a_file_states_the_whole_objectiv
     tmp_path,
 ) -> None:
     cfg = load_config(None, ["distill.losses.response_kd=0.2", "distill.loss.attention_tau=0.5"])
-    assert cfg.distill.losses == {"silog": 1.0, "attentive_kd": 1.0, "response_kd": 0.2}
+    assert cfg.distill.losses == {
+        "silog": 1.0,
+        "attentive_kd": 1.0,
+        "response_kd": 0.2,
+        "pseudo_silog": 0.0,  # listed in the default objective, weighted 0: not computed
+    }
+    assert "pseudo_silog" not in cfg.distill.active_losses()
     assert cfg.distill.loss.attention_tau == 0.5
     only_silog = load_config(_write(tmp_path, "distill:\n  losses:\n    silog: 1.0\n"))
     assert only_silog.distill.losses == {"silog": 1.0}
