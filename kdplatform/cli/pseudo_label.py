@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from kdplatform.errors import ConfigError
 
 if TYPE_CHECKING:
+    from kdplatform.console import JobConsole
     from kdplatform.pseudolabel import PseudoLabelReport
 
 
@@ -18,9 +19,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "pseudo-label",
         help="label unlabeled RGB shards with a frozen teacher (Ray Data), resumable",
-        description="Runs TEACHER over every frame of split --split of the shard set --shards "
-        "(local or s3://) in a Ray Data actor pool and writes a shard set to --out: per frame "
-        "the resized rgb.png, pseudo.png (uint16 metres x depth_scale, 0 = invalid), "
+        description="Runs the teacher REF over every frame of split --split of the shard set "
+        "--shards (local or s3://) in a Ray Data actor pool and writes a shard set to --out: "
+        "per frame the resized rgb.png, pseudo.png (uint16 metres x depth_scale, 0 = invalid), "
         "confidence.png for teachers with a confidence map, and meta.json; manifest.json (last) "
         "records the teacher (sha256), the source (manifest sha256) and the size. One output "
         "shard per source shard: rerunning after an interruption writes only the missing "
@@ -98,7 +99,7 @@ def run_pseudo_label(args: argparse.Namespace) -> int:
             force=args.force,
             progress=not args.quiet,
             stream=console.stream,
-            log=console.detail,
+            log=lambda text: _event(console, text),
         )
         if not report.up_to_date:
             console.line(
@@ -112,6 +113,14 @@ def run_pseudo_label(args: argparse.Namespace) -> int:
     if args.json:
         atomic.write_json(args.json, report.to_dict())
     return 0
+
+
+def _event(console: JobConsole, text: str) -> None:
+    """An event line on the console, above the pass's bar, and in the log."""
+    from tqdm import tqdm
+
+    tqdm.write(text, file=console.stream)
+    console.detail(text)
 
 
 def _track(report: PseudoLabelReport, experiment: str | None) -> str:

@@ -141,8 +141,8 @@ def label_shards(
         concurrency: labelling actors; default one per GPU, else one per Ray node.
         force: delete an earlier pass in `out` that differs from this one, and start over.
         progress: a progress bar of frames.
-        stream: where the bar and the event lines go (default: stderr and stdout).
-        log: also gets each event line (a job's log file).
+        stream: where the bar (default stderr) and the event lines (default stdout) go.
+        log: takes the event lines instead (a job's console).
         on_shard: called after each shard is in place (name, shards written so far).
 
     Raises:
@@ -154,9 +154,10 @@ def label_shards(
     out = Path(out).expanduser().resolve()
 
     def say(text: str) -> None:
-        tqdm.write(text, file=stream or sys.stdout)
         if log is not None:
             log(text)
+        else:
+            tqdm.write(text, file=stream or sys.stdout)  # above the bar
 
     source_split = open_source(source, split)
     if not isinstance(source_split.location, str) and source_split.location == out:
