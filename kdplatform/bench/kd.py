@@ -247,7 +247,7 @@ def check_benchmark_config(cfg: ExperimentConfig, rows: tuple[KDRow, ...] = ROWS
     splits = read_manifest(shards)["splits"]
     needed = [cfg.data.eval_split, cfg.data.test_split]
     if any(row.pseudo for row in rows):
-        needed.append(cfg.data.unlabeled_split)
+        needed.append(cfg.data.pseudo_split)
         if not cfg.distill.unlabeled_ratio > 0 or not cfg.distill.losses.get("pseudo_silog"):
             raise ConfigError(
                 "bench kd: the pseudo-label rows need distill.unlabeled_ratio > 0 and a "
@@ -362,10 +362,10 @@ def _pseudo_label(ctx: JobContext, teacher: Path, log: Callable[[str], None]) ->
     size, _ = frame_size(open_source(ctx.shards, data.train_split))
     out = ctx.out_dir / "pseudo_labels"
     report = label_shards(
-        teacher, ctx.shards, data.unlabeled_split, out, size=size, batch_size=16, progress=False
+        teacher, ctx.shards, data.pseudo_split, out, size=size, batch_size=16, progress=False
     )
     log(
-        f"pseudo-labels: {report.total_frames} {data.unlabeled_split} frames labelled by the "
+        f"pseudo-labels: {report.total_frames} {data.pseudo_split} frames labelled by the "
         f"teacher ({report.frames_per_s:.0f} frames/s)"
     )
     return out

@@ -210,14 +210,34 @@ class DataConfig(StrictModel):
         None,
         description="RGB-only shard dir or s3:// prefix of unlabeled frames (`depthkd data "
         "prepare --dataset images|video|kitti-raw`); unset: the bundled set's unlabeled split "
-        "when data.synthetic.unlabeled_n > 0 and data.shards is unset",
+        "when data.shards is unset and data.synthetic.unlabeled_n > 0, else the labeled "
+        "training frames themselves (the teacher's dense depth on them)",
     )
-    unlabeled_split: str = Field(UNLABELED_SPLIT, description="split of data.unlabeled to label")
+    unlabeled_split: str | None = Field(
+        None,
+        description=f"split of data.unlabeled / data.pseudo_labels; unset: {UNLABELED_SPLIT!r}, "
+        "or data.train_split when the job has no unlabeled frames",
+    )
     pseudo_labels: Location | None = Field(
         None,
         description="pseudo-label shards written by `depthkd pseudo-label`; unset: a job that "
         "mixes in unlabeled frames labels data.unlabeled with its own teacher first",
     )
+
+    @property
+    def has_unlabeled_frames(self) -> bool:
+        """Whether frames without ground truth are given: `unlabeled`, `pseudo_labels` or the
+        bundled set's unlabeled split."""
+        bundled = self.shards is None and self.synthetic.unlabeled_n > 0
+        return bool(self.unlabeled or self.pseudo_labels or bundled)
+
+    @property
+    def pseudo_split(self) -> str:
+        """The split a job pseudo-labels and mixes in: `unlabeled_split`, else the unlabeled
+        split, else (no unlabeled frames given) the labeled training split."""
+        if self.unlabeled_split is not None:
+            return self.unlabeled_split
+        return UNLABELED_SPLIT if self.has_unlabeled_frames else self.train_split
 
 
 class StudentConfig(StrictModel):
@@ -651,20 +671,6 @@ class ExperimentConfig(StrictModel):
     allow_test_selection: bool = Field(
         False, description="permit evaluating, early-stopping or selecting on the test split"
     )
-
-    @model_validator(mode="after")
-    def _unlabeled_source(self) -> ExperimentConfig:
-        data = self.data
-        bundled = data.shards is None and data.synthetic.unlabeled_n > 0
-        if self.distill.unlabeled_ratio > 0 and not (
-            data.unlabeled or data.pseudo_labels or bundled
-        ):
-            raise ValueError(
-                "distill.unlabeled_ratio > 0 needs unlabeled frames: set data.pseudo_labels "
-                "(shards of `depthkd pseudo-label`), data.unlabeled (RGB-only shards the job "
-                "labels with its teacher), or data.synthetic.unlabeled_n for the bundled set"
-            )
-        return self
 
     @model_validator(mode="after")
     def _honest_selection(self) -> ExperimentConfig:

@@ -415,11 +415,11 @@ def _pseudo_labels(ctx: JobContext, available: dict[str, Path], log: callable) -
         raise ConfigError("the pseudo-label pass needs a depth teacher, and the job has none")
     size, _ = frame_size(open_source(ctx.shards, cfg.data.train_split))
     out = ctx.out_dir / PSEUDO_LABEL_DIR
-    log(f"[pseudo-label] {cfg.data.unlabeled_split} frames labelled by {teacher.name} at {size}")
+    log(f"[pseudo-label] {cfg.data.pseudo_split} frames labelled by {teacher.name} at {size}")
     report = label_shards(
         teacher,
         unlabeled_source(ctx),
-        cfg.data.unlabeled_split,
+        cfg.data.pseudo_split,
         out,
         size=size,
         batch_size=cfg.data.eval_batch_size,

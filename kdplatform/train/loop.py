@@ -206,7 +206,7 @@ class _Runner:
                     data.train_split,
                     data,
                     pseudo_labels=self.job.unlabeled,
-                    pseudo_split=data.unlabeled_split,
+                    pseudo_split=data.pseudo_split,
                     ratio=ratio,
                     seed=self.cfg.seed,
                     epoch=epoch,

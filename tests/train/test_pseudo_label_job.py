@@ -48,9 +48,17 @@ def test_pseudo_settings_that_would_do_nothing_are_refused(tmp_path, distill, ma
         tiny_config(tmp_path, distill=distill)
 
 
-def test_mixing_without_unlabeled_frames_is_refused(tmp_path) -> None:
-    with pytest.raises(ValueError, match="needs unlabeled frames"):
-        tiny_config(tmp_path, **PSEUDO)
+def test_without_unlabeled_frames_the_teacher_labels_the_training_frames(tmp_path) -> None:
+    # a user's own labeled shards with the default (pseudo-label) objective still distil: the
+    # teacher's dense depth on the training frames is the pseudo-label set
+    own_shards = tiny_config(tmp_path, **PSEUDO).model_copy(deep=True)
+    own_shards.data.shards = tmp_path / "shards"
+    assert not own_shards.data.has_unlabeled_frames
+    assert own_shards.data.pseudo_split == own_shards.data.train_split
+    bundled = _pseudo_config(tmp_path)
+    assert bundled.data.has_unlabeled_frames and bundled.data.pseudo_split == "unlabeled"
+    bundled.data.unlabeled_split = "extra"
+    assert bundled.data.pseudo_split == "extra"
 
 
 def test_pseudo_term_reads_only_pseudo_labelled_rows() -> None:
@@ -83,7 +91,9 @@ def test_pseudo_term_reads_only_pseudo_labelled_rows() -> None:
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_distill_job_labels_its_unlabeled_frames_and_records_the_lineage(home) -> None:
+def test_distill_job_labels_its_unlabeled_frames_and_records_the_lineage(
+    home, embedded_ray
+) -> None:
     cfg = _pseudo_config(home)
     ctx = run_job(prepare_job(cfg, "distill", progress=False), log=lambda _: None)
     assert list(ctx.results) == ["teacher", "supervised", "distill"]
