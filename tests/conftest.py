@@ -1,17 +1,29 @@
 """Shared fixtures: the real sample frames in ../shared/realdata, small raw dataset trees, an
-isolated `$DEPTHKD_HOME`, an embedded Ray of our own and (plugin) a real `ray start` cluster."""
+isolated `$DEPTHKD_HOME`, an embedded Ray of our own and (plugin) a real `ray start` cluster.
+
+Two session-wide caches keep fresh homes cheap without faking anything in them: an MLflow
+database whose schema is created once (`migrated_db`, copied into every `home`) and the bundled
+synthetic data sets, built once per config and relocated into the home of each job that asks
+for one (`tests/bundled_cache.py`; not under tests/data, whose tests build their own).
+"""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow.store.db.utils
 import pytest
 import ray
+import sqlalchemy
 
 from kdplatform.config.schema import PrepareConfig
+from kdplatform.data import bundled
 from kdplatform.data.shards import PrepareReport, prepare_shards
 from kdplatform.data.sources import build_source
+from kdplatform.tracking.store import DB_FILE
+from tests.bundled_cache import BundledCache, seeding_build
 
 pytest_plugins = ["tests.local_cluster"]  # the `local_ray_cluster` fixture
 
@@ -32,18 +44,121 @@ def realdata() -> Path:
     return REALDATA
 
 
-@pytest.fixture(scope="module")
-def embedded_ray():
-    # our own local instance: never attach to another cluster that happens to run on this host
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+class _SharedRay:
+    """The embedded Ray of the modules whose tests ask for `embedded_ray`: started by the first
+    such test and kept while the next modules use it too, stopped before a module that does not
+    (whose tests find no Ray, as they would alone). `pytest_collection_modifyitems` runs the
+    modules of a folder that use it one after another, so that they start it once."""
+
+    running = False  # this fixture's Ray is up
+
+    @classmethod
+    def ensure(cls) -> None:
+        if cls.running and ray.is_initialized():
+            return
+        # our own local instance: never attach to another cluster that happens to run on this host
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        cls.running = True
+
+    @classmethod
+    def stop(cls) -> None:
+        if cls.running:
+            ray.shutdown()
+            cls.running = False
+
+
+def _uses_embedded_ray(item: pytest.Item) -> bool:
+    return "embedded_ray" in getattr(item, "fixturenames", ())
+
+
+RAY_MODULES = pytest.StashKey[set[Path]]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Within each folder, the modules that use `embedded_ray` run one after another, from the
+    place of the first one; every module keeps its own order."""
+    modules: dict[Path, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.path, []).append(item)
+    with_ray = [path for path, its in modules.items() if any(map(_uses_embedded_ray, its))]
+    config.stash[RAY_MODULES] = set(with_ray)
+    ordered: list[pytest.Item] = []
+    placed: set[Path] = set()
+    for path in modules:
+        if path in placed:
+            continue  # moved up to the first module of its folder that uses Ray
+        group = [path]
+        if path in with_ray:
+            group += [o for o in with_ray if o != path and o.parent == path.parent]
+        for module in group:
+            ordered += modules[module]
+            placed.add(module)
+    items[:] = ordered
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_ray_left_from_other_modules(request: pytest.FixtureRequest) -> None:
+    """Stops the shared embedded Ray before a module none of whose tests uses it."""
+    if request.node.path not in request.config.stash.get(RAY_MODULES, set()):
+        _SharedRay.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ray_stopped_at_the_end() -> Iterator[None]:
     yield
-    ray.shutdown()
+    _SharedRay.stop()
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def embedded_ray() -> None:
+    """An embedded Ray of our own (2 CPUs), shared with the tests of the modules around that
+    use it too (`_SharedRay`)."""
+    _SharedRay.ensure()
+
+
+@pytest.fixture(scope="session")
+def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite database with its schema created once, by MLflow's own initialisation
+    (what a store does on first use when the database has no tables: ~1 s of migrations). A
+    store opened on a copy adds its default experiment itself, as on a new database."""
+    path = tmp_path_factory.mktemp("mlflow-template") / DB_FILE
+    engine = sqlalchemy.create_engine(f"sqlite:///{path}")
+    try:
+        mlflow.store.db.utils._initialize_tables(engine)
+    finally:
+        engine.dispose()
+    return path
+
+
+def seed_store(home: Path, migrated_db: Path) -> None:
+    """Gives `home` (a `$DEPTHKD_HOME`) the migrated database its store would create."""
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(migrated_db, home / DB_FILE)
+
+
+@pytest.fixture(scope="session")
+def bundled_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BundledCache]:
+    """Bundled sets built once per session; while a test runs with `_bundled_from_cache`, every
+    in-process build of a bundled set in a new folder starts from a relocated copy."""
+    cache = BundledCache(tmp_path_factory.mktemp("bundled-cache"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bundled, "_build_bundled", seeding_build(cache, bundled._build_bundled))
+        yield cache
+
+
+@pytest.fixture(autouse=True)
+def _bundled_from_cache(bundled_cache: BundledCache) -> Iterator[None]:
+    """Cached bundled sets for this test (tests/data/conftest.py turns this off there)."""
+    bundled_cache.enabled = True
+    yield
+    bundled_cache.enabled = False
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_db: Path) -> Path:
     monkeypatch.setenv("DEPTHKD_HOME", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    seed_store(tmp_path, migrated_db)
     return tmp_path
 
 

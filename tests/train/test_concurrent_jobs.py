@@ -1,6 +1,9 @@
 """Two jobs started at the same moment on one fresh `$DEPTHKD_HOME` both finish, and the bundled
 data exists once: generation and sharding take a lock, the second job waits and reuses them. The
-same config started twice is one job id: the second run waits for the first, then resumes it."""
+same config started twice is one job id: the second run waits for the first, then resumes it.
+
+The jobs are one-stage `supervised` jobs of configs/tiny.yaml: what is tested is the locking
+around the data and the job, which every job takes the same way however many stages it runs."""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ def test_two_jobs_started_together_on_a_fresh_home_both_finish(tmp_path) -> None
     # two jobs of their own and the very same job twice, all started at once
     for name, job in (("first", "first"), ("second", "second"), ("again", "second")):
         log = (tmp_path / f"{name}.log").open("w")
-        command = [sys.executable, "-m", "kdplatform.cli.main", "distill", "--config"]
+        command = [sys.executable, "-m", "kdplatform.cli.main", "supervised", "--config"]
         command += [str(REPO / "configs" / "tiny.yaml"), f"name={job}", "--quiet"]
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
         jobs.append((name, process, log))
@@ -35,7 +38,7 @@ def test_two_jobs_started_together_on_a_fresh_home_both_finish(tmp_path) -> None
         assert code == 0, (tmp_path / f"{name}.log").read_text()[-4000:]
     assert len(list((home / "data").glob("synthetic-*/shards/manifest.json"))) == 1
     for name in ("first", "second"):
-        assert (home / "runs" / name / "distill" / "student.pt").is_file()
+        assert (home / "runs" / name / "supervised" / "student.pt").is_file()
     waited = [n for n in ("second", "again") if "runs in another process" in _log(tmp_path, n)]
     assert len(waited) == 1  # one of the two runs of job "second" waited for the other
     assert "mlflow: run" in _log(tmp_path, waited[0]) and "(continued)" in _log(tmp_path, waited[0])

@@ -1,7 +1,9 @@
 """End to end: `ray job submit --working-dir .` of the main job to a real local cluster.
 
 The tiny config (configs/tiny.yaml) runs acclimation and distillation for a few steps; the job's
-MLflow run and the registered student must land in the store under the job's `DEPTHKD_HOME`.
+MLflow run and the registered student must land in the store under the job's `DEPTHKD_HOME`. That
+home starts with the config's bundled data set in place (the session cache of tests/conftest.py),
+not with a store: the job creates it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from kdplatform.config.loader import load_config
+from tests.bundled_cache import BundledCache
 from tests.local_cluster import AUTH_MODE, RAY, REPO_ROOT, VENV_BIN, LocalRayCluster
 
 SUBMIT_TIMEOUT_S = 600
@@ -32,10 +36,11 @@ def _job_logs(cluster: LocalRayCluster, job_id: str) -> str:
 @pytest.mark.slow
 @pytest.mark.timeout(SUBMIT_TIMEOUT_S + 300)
 def test_submit_distill_job_registers_student(
-    local_ray_cluster: LocalRayCluster, tmp_path: Path
+    local_ray_cluster: LocalRayCluster, tmp_path: Path, bundled_cache: BundledCache
 ) -> None:
     cluster = local_ray_cluster
     home = (tmp_path / "depthkd-home").resolve()
+    bundled_cache.seed(load_config(REPO_ROOT / "configs" / "tiny.yaml").data, home)
     job_id = f"submit-{uuid.uuid4().hex[:8]}"
     runtime_env = {
         "env_vars": {

@@ -5,6 +5,10 @@ with SIGINT (Ctrl-C) and run again.
 The first sweep runs while a second Ray (a `ray start` cluster) is up on the machine: Ray
 Train's clean-up of a stopped trial's CPUs once gave up there and the sweep stalled.
 
+Each sweep's home starts with the store's schema and the bundled data set in place, as the first
+job on a new home would leave them (the session caches of tests/conftest.py): building them is
+not what these tests are about.
+
 Checked in the MLflow store afterwards: one parent run with one nested child per trial, each
 child's val curve complete (one point per evaluation round the trial reached) and free of
 duplicates, the results CSV and plots, `best.yaml` and the registered challenger.
@@ -26,6 +30,9 @@ from mlflow import MlflowClient
 
 from kdplatform.config.loader import load_config
 from kdplatform.tracking.runs import JOB_ID_TAG, PARENT_RUN_TAG
+from tests.bundled_cache import BundledCache
+from tests.conftest import seed_store
+from tune.sweep import base_experiment, load_sweep
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.multiproc]
 
@@ -34,6 +41,15 @@ SWEEP = REPO / "configs" / "sweep_tiny.yaml"
 METRIC = "distill/val/abs_rel"
 EVAL_EVERY = 2  # train.eval_every in sweep_tiny.yaml
 TIMEOUT_S = 480  # one sweep; pytest's own timeout is set above it, so a stuck sweep's log shows
+
+
+@pytest.fixture
+def home(tmp_path: Path, migrated_db: Path, bundled_cache: BundledCache) -> Path:
+    """The sweeps' `$DEPTHKD_HOME`: a migrated store and the base config's bundled set."""
+    home = tmp_path / "home"
+    seed_store(home, migrated_db)
+    bundled_cache.seed(base_experiment(load_sweep(SWEEP)).data, home)
+    return home
 
 
 def _start(home: Path, log: Path) -> subprocess.Popen:
@@ -105,9 +121,9 @@ def _check_complete_sweep(home: Path) -> dict[str, dict[str, str]]:
 
 @pytest.mark.timeout(TIMEOUT_S + 120)
 def test_sweep_runs_trials_side_by_side_stops_some_and_registers_the_best(
-    tmp_path, local_ray_cluster
+    tmp_path, home, local_ray_cluster
 ) -> None:
-    home, log = tmp_path / "home", tmp_path / "sweep.log"
+    log = tmp_path / "sweep.log"
     assert _wait(_start(home, log), log) == 0, log.read_text()[-4000:]
     output = log.read_text()
     rows = _check_complete_sweep(home)
@@ -139,8 +155,8 @@ def test_sweep_runs_trials_side_by_side_stops_some_and_registers_the_best(
 
 
 @pytest.mark.timeout(3 * TIMEOUT_S + 120)  # first sweep to a trial end, its exit, second sweep
-def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path) -> None:
-    home, first_log = tmp_path / "home", tmp_path / "first.log"
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, home) -> None:
+    first_log = tmp_path / "first.log"
     process = _start(home, first_log)
     deadline = time.monotonic() + TIMEOUT_S
     while " ended after " not in first_log.read_text():
