@@ -35,7 +35,7 @@ STUDENT_KEY = "model.student.name"
 # the tracking) or would change what the metric means.
 _SEARCHABLE_SECTIONS = ("losses", "loss", "optim")
 _SEARCHABLE_SHARED = ("data.augment.",)
-_SEARCHABLE_KEYS = ("seed", STUDENT_KEY, "distill.unlabeled_ratio")
+_SEARCHABLE_KEYS = ("seed", STUDENT_KEY, "distill.unlabeled_ratio", "cross_distill.unlabeled_ratio")
 
 
 class Uniform(StrictModel):

@@ -235,11 +235,18 @@ def _run(
     """The sweep inside its parent run: teachers, trials, results, registration."""
     from ray import tune
 
+    from kdplatform.tracking.datasets import log_dataset_input
     from kdplatform.tracking.logger import RunLogger
+    from kdplatform.train.unlabeled import mixes_unlabeled, needs_labelling, unlabeled_frames
     from tune import results as sweep_results
     from tune.console import SweepConsole
     from tune.space import build_tuner, fit_interruptibly
-    from tune.teachers import ensure_teachers, student_costs
+    from tune.teachers import (
+        ensure_teachers,
+        labelling_teacher,
+        needs_acclimated_teacher,
+        student_costs,
+    )
     from tune.trial import TrialContext, TrialRunEnder, run_trial
 
     directory = outcome.directory
@@ -255,8 +262,17 @@ def _run(
             }
         )
     teachers = {}
-    if spec.stage == "distill":
+    if spec.stage == "distill" and needs_acclimated_teacher(spec, base):
         teachers = ensure_teachers(spec.name, base, students, directory, log=log, progress=progress)
+    unlabeled = None
+    if mixes_unlabeled(base, spec.stage) or f"{spec.stage}.unlabeled_ratio" in spec.space:
+        teacher = None
+        if needs_labelling(base, spec.stage):
+            teacher = labelling_teacher(spec.name, base, directory, teachers, log=log)
+        unlabeled = unlabeled_frames(
+            base, spec.stage, shards, teacher=teacher, out_dir=directory, log=log
+        )
+        log_dataset_input(parent.run_id, unlabeled, uri=outcome.tracking_uri)
     concurrency = max_concurrent_trials(spec)
     log(f"trials: up to {concurrency} at once, each {spec.resources.cpus:g} CPU")
     context = TrialContext(
@@ -270,6 +286,7 @@ def _run(
         parent_run_id=parent.run_id,
         trial_root=str(directory / "trials"),
         metric=spec.metric.name,
+        unlabeled=None if unlabeled is None else str(unlabeled),
     )
     console = SweepConsole(spec.metric.name, spec.searched_keys())
     trainable = tune.with_resources(

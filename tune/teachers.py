@@ -18,9 +18,12 @@ from pathlib import Path
 
 from kdplatform import atomic
 from kdplatform.config.loader import with_values
-from kdplatform.config.schema import ExperimentConfig
+from kdplatform.config.schema import TEACHER_ONLINE_TERMS, ExperimentConfig
+from kdplatform.errors import ConfigError
 from kdplatform.train.profile import DataProfile
+from tune.spec import SweepConfig
 
+Log = Callable[[str], None]
 TEACHERS_FILE = "teachers.json"
 DEPTH_TEACHER = "depth teacher"  # its entry in TEACHERS_FILE (the others are student names)
 
@@ -31,37 +34,89 @@ class SweepTeacher:
     version: str  # registered version (`depthkd-teacher v3 @acclimated`) or the reference used
 
 
+def needs_acclimated_teacher(spec: SweepConfig, base: ExperimentConfig) -> bool:
+    """Whether a distill sweep's trials can run the teacher online (attentive or response KD
+    weighted in the base or searched): only then is a teacher acclimated per student."""
+    searched = {key.removeprefix("distill.losses.") for key in spec.space}
+    return base.distill.needs_teacher_online or bool(searched & TEACHER_ONLINE_TERMS)
+
+
+def _known(directory: Path) -> dict[str, dict[str, str]]:
+    known_file = directory / TEACHERS_FILE
+    return json.loads(known_file.read_text()) if known_file.is_file() else {}
+
+
+def _depth_teacher(
+    sweep: str, base: ExperimentConfig, directory: Path, *, log: Log, progress: bool
+) -> str | None:
+    """The sweep's depth teacher: `model.teacher.checkpoint`, else one trained now (once per
+    sweep; none when the base acclimates an untrained teacher)."""
+    if base.model.teacher.checkpoint is not None:
+        return base.model.teacher.checkpoint
+    if not base.acclimate.pretrain_teacher:
+        return None
+    from kdplatform.train.jobs import prepare_job, run_job
+
+    known = _known(directory)
+    entry = known.get(DEPTH_TEACHER)
+    if not (entry and Path(entry["path"]).is_file()):
+        log(f"training the sweep's depth teacher ({base.teacher.steps} steps)")
+        cfg = with_values(base, {"name": f"{sweep}-teacher"})
+        ctx = run_job(prepare_job(cfg, "teacher", progress=progress), log=log)
+        path = ctx.results["teacher"].exports["teacher"]
+        entry = {"path": str(path), "version": ctx.registered.get("pretrained", str(path))}
+        atomic.write_json(directory / TEACHERS_FILE, {**known, DEPTH_TEACHER: entry})
+    return entry["path"]
+
+
+def labelling_teacher(
+    sweep: str,
+    base: ExperimentConfig,
+    directory: Path,
+    teachers: dict[str, SweepTeacher],
+    *,
+    log: Log = print,
+    progress: bool = True,
+) -> str:
+    """The teacher that pseudo-labels a sweep's unlabeled frames once for every trial: the
+    teacher acclimated for the base's student (its own head, as a job labels), else the depth
+    teacher.
+
+    Raises:
+        ConfigError: the sweep has no teacher that predicts depth.
+    """
+    acclimated = teachers.get(base.model.student.name)
+    if acclimated is not None:
+        return str(acclimated.path)
+    depth = _depth_teacher(sweep, base, directory, log=log, progress=progress)
+    if depth is None:
+        raise ConfigError(
+            "the sweep's pseudo-label pass needs a teacher that predicts depth",
+            hint="set model.teacher.checkpoint, or acclimate.pretrain_teacher=true",
+        )
+    return depth
+
+
 def ensure_teachers(
     sweep: str,
     base: ExperimentConfig,
     students: list[str],
     directory: Path,
     *,
-    log: Callable[[str], None] = print,
+    log: Log = print,
     progress: bool = True,
 ) -> dict[str, SweepTeacher]:
     """An acclimated teacher per student name: `distill.teacher` of the base when it names one
     (one student only), else acclimated now through the real job path, once per sweep."""
     from kdplatform.train.jobs import prepare_job, run_job
 
-    known_file = directory / TEACHERS_FILE
-    known = json.loads(known_file.read_text()) if known_file.is_file() else {}
     teachers: dict[str, SweepTeacher] = {}
-    if (
-        base.distill.teacher is None
-        and base.model.teacher.checkpoint is None
-        and base.acclimate.pretrain_teacher
-    ):
-        entry = known.get(DEPTH_TEACHER)
-        if not (entry and Path(entry["path"]).is_file()):
-            log(f"training the sweep's depth teacher ({base.teacher.steps} steps)")
-            cfg = with_values(base, {"name": f"{sweep}-teacher"})
-            ctx = run_job(prepare_job(cfg, "teacher", progress=progress), log=log)
-            path = ctx.results["teacher"].exports["teacher"]
-            entry = {"path": str(path), "version": ctx.registered.get("pretrained", str(path))}
-            known[DEPTH_TEACHER] = entry
-            atomic.write_json(known_file, known)
-        base = with_values(base, {"model.teacher.checkpoint": entry["path"]})
+    if base.distill.teacher is None:
+        depth = _depth_teacher(sweep, base, directory, log=log, progress=progress)
+        if depth is not None:
+            base = with_values(base, {"model.teacher.checkpoint": depth})
+    known = _known(directory)
+    known_file = directory / TEACHERS_FILE
     for student in students:
         entry = known.get(student)
         if entry and Path(entry["path"]).is_file():

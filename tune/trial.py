@@ -43,6 +43,7 @@ class TrialContext:
     parent_run_id: str
     trial_root: str  # trial exports under <trial_root>/<trial id>
     metric: str
+    unlabeled: str | None = None  # the shard set every trial mixes in (labelled once, if need be)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,6 +105,7 @@ def run_trial(draw: dict[str, Any], *, context: dict[str, Any]) -> None:
         out_dir=Path(ctx.trial_root) / trial_id,
         run_name=trial_run_name(trial_id),
         callbacks=[EvaluationReports(ctx.metric)],
+        unlabeled=ctx.unlabeled,
     )
 
 

@@ -481,6 +481,17 @@ class AcclimateConfig(StageConfig):
         return self
 
 
+def _unlabeled_ratio(frames: str) -> Any:
+    """The field of a stage that mixes frames without ground truth into its batches."""
+    return Field(
+        0.0,
+        ge=0,
+        le=16,
+        description=f"{frames} per labeled frame in every batch (round(batch_size × ratio) of "
+        "them); 0: labeled frames only",
+    )
+
+
 class DistillConfig(StageConfig):
     """Student distillation from a frozen acclimated teacher."""
 
@@ -491,13 +502,7 @@ class DistillConfig(StageConfig):
         description="acclimated teacher: registry name@alias, run id, checkpoint path or s3:// URL",
     )
     acclimate_first: bool = Field(True, description="no teacher given: run acclimation first")
-    unlabeled_ratio: float = Field(
-        0.0,
-        ge=0,
-        le=16,
-        description="pseudo-labelled unlabeled frames per labeled frame in every batch "
-        "(round(batch_size × ratio) of them); 0: labeled frames only",
-    )
+    unlabeled_ratio: float = _unlabeled_ratio("pseudo-labelled unlabeled frames")
 
     @property
     def needs_teacher_online(self) -> bool:
@@ -535,6 +540,27 @@ class CrossDistillConfig(StageConfig):
     p_bypass: float = Field(0.05, ge=0, le=1, description="coupling bypass probability at start")
     anneal_from: float = Field(0.5, ge=0, le=1, description="fraction of training, then to 1")
     schedule: Literal["alternate", "sum"] = "alternate"
+    unlabeled_ratio: float = _unlabeled_ratio(
+        "unlabeled frames (taught only by the other branch's confident pixels: "
+        "loss.cross_mode=rectified)"
+    )
+
+    @model_validator(mode="after")
+    def _unlabeled_needs_rectified(self) -> CrossDistillConfig:
+        if self.unlabeled_ratio == 0:
+            return self
+        if self.loss.cross_mode != "rectified":
+            raise ValueError(
+                "cross_distill.unlabeled_ratio > 0 needs cross_distill.loss.cross_mode=rectified: "
+                "URCDC's own mode weights only pixels with ground truth, so frames without any "
+                "would teach nothing"
+            )
+        if not {"cross_t2s", "cross_s2t"} & set(self.active_losses()):
+            raise ValueError(
+                "cross_distill.unlabeled_ratio > 0 mixes in frames without ground truth, but no "
+                "weighted term uses them: weight cross_t2s or cross_s2t"
+            )
+        return self
 
 
 class EvalConfig(StrictModel):
@@ -671,6 +697,16 @@ class ExperimentConfig(StrictModel):
     allow_test_selection: bool = Field(
         False, description="permit evaluating, early-stopping or selecting on the test split"
     )
+
+    @model_validator(mode="after")
+    def _cross_distill_has_unlabeled_frames(self) -> ExperimentConfig:
+        if self.cross_distill.unlabeled_ratio > 0 and not self.data.has_unlabeled_frames:
+            raise ValueError(
+                "cross_distill.unlabeled_ratio > 0 needs frames without ground truth: set "
+                "data.unlabeled (RGB-only shards), or data.synthetic.unlabeled_n for the "
+                "bundled set"
+            )
+        return self
 
     @model_validator(mode="after")
     def _honest_selection(self) -> ExperimentConfig:

@@ -36,8 +36,6 @@ from kdplatform.errors import CheckpointError, ConfigError, RegistryError
 from kdplatform.eval.metrics import HEADLINE_METRICS
 from kdplatform.eval.runner import evaluate_split
 from kdplatform.locking import exclusive_lock
-from kdplatform.pseudolabel import label_shards
-from kdplatform.pseudolabel.source import frame_size, open_source
 from kdplatform.storage import Location
 from kdplatform.tracking import model_registry
 from kdplatform.tracking.datasets import log_dataset_input
@@ -48,6 +46,7 @@ from kdplatform.train.launcher import StageResult, check_cluster, ensure_ray, ru
 from kdplatform.train.profile import DataProfile, data_profile
 from kdplatform.train.stages import STAGES
 from kdplatform.train.strategy import check_strategy
+from kdplatform.train.unlabeled import mixes_unlabeled, needs_labelling, unlabeled_frames
 from models.serialization import load_model, save_model
 from models.teacher_weights import load_external_teacher
 from models.zoo import arch_mismatch, check_model_names
@@ -153,17 +152,13 @@ def job_stages(cfg: ExperimentConfig, job: str) -> list[str]:
         return acclimation_stages(cfg)
     if job == "distill" and not cfg.distill.needs_teacher_online:
         given = cfg.model.teacher.checkpoint or cfg.distill.teacher
-        trains_teacher = labels_unlabeled(cfg) and given is None
+        trains_teacher = (
+            mixes_unlabeled(cfg, "distill") and needs_labelling(cfg, "distill") and given is None
+        )
         return ["teacher"] * trains_teacher + ["supervised", job]
     if STAGES.get(job).needs_teacher and cfg.distill.teacher is None:
         return [*acclimation_stages(cfg), job]
     return [job]
-
-
-def labels_unlabeled(cfg: ExperimentConfig) -> bool:
-    """Whether a distill job runs the pseudo-label pass itself (unlabeled frames mixed in, no
-    `data.pseudo_labels` given)."""
-    return cfg.distill.unlabeled_ratio > 0 and cfg.data.pseudo_labels is None
 
 
 def prepare_job(cfg: ExperimentConfig, job: str, *, progress: bool = True) -> JobContext:
@@ -286,7 +281,9 @@ def resolve_inputs(ctx: JobContext) -> dict[str, Path]:
     `model.teacher.checkpoint` (a depth teacher), `acclimate.ghost_from` (a trained student),
     `distill.teacher` (a teacher acclimated for this student and teacher)."""
     cfg, stages, inputs = ctx.cfg, set(ctx.stages), {}
-    labels = "distill" in stages and labels_unlabeled(cfg)
+    labels = (
+        "distill" in stages and mixes_unlabeled(cfg, "distill") and needs_labelling(cfg, "distill")
+    )
     if cfg.model.teacher.checkpoint and (
         stages & {"teacher", "acclimate", "cross_distill"} or labels
     ):
@@ -365,8 +362,11 @@ def _run_job(ctx: JobContext, *, log: callable, progress: StageProgress | None) 
             }
             _check_same_inputs(ctx, stage, inputs)
             unlabeled = None
-            if stage == "distill" and cfg.distill.unlabeled_ratio > 0:
-                unlabeled = _pseudo_labels(ctx, available, log)
+            if mixes_unlabeled(cfg, stage):
+                teacher = available.get("acclimated") or available.get("pretrained")
+                unlabeled = unlabeled_frames(
+                    cfg, stage, ctx.shards, teacher=teacher, out_dir=ctx.out_dir, log=log
+                )
                 log_dataset_input(ctx.run.run_id, unlabeled, uri=ctx.run.tracking_uri)
             with progress.stage(stage) if progress else contextlib.nullcontext() as channel:
                 result = run_stage(
@@ -391,47 +391,6 @@ def _run_job(ctx: JobContext, *, log: callable, progress: StageProgress | None) 
         finish_job_run(ctx.run, status=status)
     log(f"done in {time.perf_counter() - started:.0f} s")
     return ctx
-
-
-PSEUDO_LABEL_DIR = "pseudo_labels"  # in the job's folder: the pass over its unlabeled frames
-
-
-def unlabeled_source(ctx: JobContext) -> Location:
-    """The RGB-only shard set the job labels: `data.unlabeled`, else the bundled set (whose
-    unlabeled split sits beside its labeled ones)."""
-    return ctx.cfg.data.unlabeled or ctx.shards
-
-
-def _pseudo_labels(ctx: JobContext, available: dict[str, Path], log: callable) -> Location:
-    """The pseudo-label shards the distill stage mixes in: `data.pseudo_labels`, or a pass of
-    the job's own teacher (acclimated where there is one: its own head) over the unlabeled
-    frames, at the labeled frames' size so both pass through one augmentation. A resumed job
-    finds the pass done (or finishes it); a changed teacher is refused by the pass."""
-    cfg = ctx.cfg
-    if cfg.data.pseudo_labels is not None:
-        return cfg.data.pseudo_labels
-    teacher = available.get("acclimated") or available.get("pretrained")
-    if teacher is None:
-        raise ConfigError("the pseudo-label pass needs a depth teacher, and the job has none")
-    size, _ = frame_size(open_source(ctx.shards, cfg.data.train_split))
-    out = ctx.out_dir / PSEUDO_LABEL_DIR
-    log(f"[pseudo-label] {cfg.data.pseudo_split} frames labelled by {teacher.name} at {size}")
-    report = label_shards(
-        teacher,
-        unlabeled_source(ctx),
-        cfg.data.pseudo_split,
-        out,
-        size=size,
-        batch_size=cfg.data.eval_batch_size,
-        progress=False,
-        log=log,
-    )
-    if report.frames:
-        log(
-            f"[pseudo-label] {report.frames} frames in {report.seconds:.0f} s "
-            f"({report.frames_per_s:.0f} frames/s) → {out}"
-        )
-    return out
 
 
 INPUTS_FILE = "inputs.json"  # per stage: sha256 of each input model it started from

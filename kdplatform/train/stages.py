@@ -222,7 +222,7 @@ class Stage:
         on_step: hook called before each optimizer step (schedules, freezing).
         eval_before: evaluate once before the first step (acclimation shows the teacher's own
             accuracy before and after, so preserved performance is visible).
-        unlabeled_ratio: pseudo-labelled frames per labeled frame in each batch (the loop mixes
+        unlabeled_ratio: frames without ground truth per labeled frame in each batch (the loop mixes
             them in from the job's pseudo-label shards); 0: labeled frames only.
     """
 
@@ -488,6 +488,7 @@ def cross_distill_stage(
         encoder_params=_encoder_ids(model.teacher, model.student),
         find_unused_parameters=True,
         on_step=anneal,
+        unlabeled_ratio=stage_cfg.unlabeled_ratio,
     )
 
 

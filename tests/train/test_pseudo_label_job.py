@@ -8,9 +8,10 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from kdplatform.config.schema import ExperimentConfig
-from kdplatform.data.shards import read_manifest, sha256_file
-from kdplatform.train.jobs import PSEUDO_LABEL_DIR, job_stages, prepare_job, run_job
+from kdplatform.data.shards import manifest_fingerprint, read_manifest, sha256_file
+from kdplatform.train.jobs import job_stages, prepare_job, run_job
 from kdplatform.train.stages import distill_step
+from kdplatform.train.unlabeled import PSEUDO_LABEL_DIR
 from models.zoo import build_student
 from tests.train.helpers import tiny_config
 
@@ -114,3 +115,15 @@ def test_distill_job_labels_its_unlabeled_frames_and_records_the_lineage(
     assert tags["mlflow.data.context"] == "training"
     assert tags["depthkd.teacher_sha256"] == record["teacher"]["sha256"]
     assert set(ctx.test_metrics) == {"teacher", "supervised", "distill"}
+
+
+@pytest.mark.ray
+def test_cross_distill_job_mixes_in_its_unlabeled_frames_unlabelled(home, embedded_ray) -> None:
+    # the teacher branch labels the frames online: no pass runs, the frames are the input
+    cross = {"steps": 2, "unlabeled_ratio": 1.0, "loss": {"cross_mode": "rectified"}}
+    cfg = tiny_config(home, data=UNLABELED, cross_distill=cross)
+    ctx = run_job(prepare_job(cfg, "cross_distill", progress=False), log=lambda _: None)
+    assert list(ctx.results) == ["cross_distill"]
+    assert not (ctx.out_dir / PSEUDO_LABEL_DIR).exists()
+    inputs = MlflowClient(ctx.run.tracking_uri).get_run(ctx.run.run_id).inputs.dataset_inputs
+    assert [i.dataset.digest for i in inputs] == [manifest_fingerprint(read_manifest(ctx.shards))]

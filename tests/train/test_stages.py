@@ -115,3 +115,38 @@ def test_distilled_and_baseline_students_start_from_the_same_init(cfg, teacher_f
     distill = STAGES.get("distill").build(cfg, PROFILE, {"teacher": teacher_file})
     distilled = distill.model.state_dict()
     assert all(torch.equal(baseline[k], distilled[k]) for k in baseline)
+
+
+def test_cross_distill_teaches_both_branches_on_frames_without_ground_truth(tmp_path) -> None:
+    # URCDC's own mode weights labelled pixels only; rectified mode lets unlabeled frames teach
+    # each branch through the other's confidence
+    cfg = tiny_config(
+        tmp_path,
+        data={"synthetic": {"layout": "nyu", "n": 30, "height": 64, "width": 96, "unlabeled_n": 4}},
+        cross_distill={"steps": 2, "unlabeled_ratio": 1.0, "loss": {"cross_mode": "rectified"}},
+    )
+    stage = STAGES.get("cross_distill").build(cfg, PROFILE, {})
+    assert stage.unlabeled_ratio == 1.0
+    batch = _batch()
+    batch["depth"] = torch.zeros_like(batch["depth"])
+    batch["valid"] = torch.zeros_like(batch["valid"])
+    terms = stage.step(stage.model.train(), batch, 1)
+    assert all(float(terms[name].detach()) > 0 for name in ("cross_t2s", "cross_s2t"))
+    terms["loss"].backward()
+    student = stage.model.student
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+
+
+@pytest.mark.parametrize(
+    ("sections", "match"),
+    [
+        ({"cross_distill": {"unlabeled_ratio": 1.0}}, "cross_mode=rectified"),
+        (
+            {"cross_distill": {"unlabeled_ratio": 1.0, "loss": {"cross_mode": "rectified"}}},
+            "needs frames without ground truth",
+        ),
+    ],
+)
+def test_cross_distill_mixing_that_would_teach_nothing_is_refused(tmp_path, sections, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_config(tmp_path, **sections)

@@ -11,6 +11,7 @@ from ray import tune as ray_tune
 from kdplatform.errors import ConfigError
 from tune.space import param_space, scheduler
 from tune.sweep import base_experiment, load_sweep, rounds_per_trial
+from tune.teachers import needs_acclimated_teacher
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny.yaml"
@@ -150,3 +151,31 @@ def test_a_base_with_its_own_storage_is_refused(tmp_path, monkeypatch) -> None:
     )
     with pytest.raises(ConfigError, match=r"sets train.storage=s3://b/r, but a sweep keeps"):
         base_experiment(spec)
+
+
+PSEUDO_ONLY = (
+    "  overrides:\n    - data.synthetic.unlabeled_n=8\n    - distill.unlabeled_ratio=1.0\n"
+    "    - distill.losses.pseudo_silog=1.0\n    - distill.losses.attentive_kd=0\n"
+    "    - distill.losses.response_kd=0\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "space", "acclimates"),
+    [
+        ("", SPACE, True),  # DisDepth's objective runs the teacher online
+        (
+            PSEUDO_ONLY,
+            "space:\n  distill.unlabeled_ratio: {type: uniform, low: 0.5, high: 2}\n",
+            False,
+        ),
+        (PSEUDO_ONLY, SPACE, True),  # a trial may draw response_kd > 0
+    ],
+)
+def test_a_sweep_acclimates_a_teacher_only_when_a_trial_can_run_it_online(
+    tmp_path, overrides, space, acclimates
+) -> None:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(f"name: s\nbase:\n  config: {TINY}\n{overrides}{space}")
+    spec = load_sweep(path)
+    assert needs_acclimated_teacher(spec, base_experiment(spec)) is acclimates
