@@ -65,7 +65,9 @@ def _job_config(scaleout: DevCluster, shards: str) -> dict:
             "max_failures": 2,
             "storage": f"{scaleout.bucket}/ray_results",
         },
-        "acclimate": {"steps": 4},
+        # a fresh teacher and ghost: no teacher or student stage first (200 steps each by
+        # default), the distill stage is what runs across the nodes
+        "acclimate": {"steps": 4, "pretrain_teacher": False, "ghost": "fresh"},
         "distill": {"steps": DISTILL_STEPS},
         "tracking": {"experiment": "scaleout", "system_metrics": False},
     }
