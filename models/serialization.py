@@ -69,6 +69,31 @@ def save_model(model: nn.Module, path: Path, *, meta: dict[str, Any] | None = No
     return Path(path)
 
 
+def _half(tensor: torch.Tensor) -> torch.Tensor:
+    """float16 where it holds the values (BatchNorm variances can exceed its 65504)."""
+    if tensor.dtype != torch.float32:
+        return tensor
+    half = tensor.half()
+    return half if torch.isfinite(half).all() else tensor
+
+
+def save_half(src: Path, dst: Path) -> Path:
+    """Writes a copy of the model file `src` to `dst` with its float32 tensors in float16 (those
+    whose values it holds): half the bytes, for a file shipped in a repository. `load_model`
+    loads it back in float32 (depth changes by float16 rounding only).
+
+    Raises:
+        CheckpointError: `src` is not a readable model file.
+    """
+    model = load_model(src)
+    payload = model_payload(model)
+    payload["state_dict"] = {k: _half(v) for k, v in payload["state_dict"].items()}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic.write_bytes(Path(dst), buffer.getvalue())
+    return Path(dst)
+
+
 def load_model(path: Path, *, expect: str | None = None) -> nn.Module:
     """Rebuilds the model of a file written by `save_model` and loads its state, in eval mode.
 

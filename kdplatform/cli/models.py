@@ -1,4 +1,5 @@
-"""`depthkd models list|describe`: the registered students and teachers, and what they cost."""
+"""`depthkd models list|describe|half`: the registered students and teachers, what they cost,
+and float16 copies of model files."""
 
 from __future__ import annotations
 
@@ -36,6 +37,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     describe.add_argument("--json", action="store_true", help="print one JSON object")
     describe.set_defaults(run=run_describe)
+
+    half = sub.add_parser(
+        "half",
+        help="copy a model file with float16 weights (half the size)",
+        description="Writes a copy of a depthkd model file whose float32 weights are stored as "
+        "float16: half the bytes, for a model shipped in a repository. It loads back in float32 "
+        "wherever a model file is accepted; predictions change by float16 rounding only.",
+    )
+    half.add_argument("source", help="model file written by depthkd")
+    half.add_argument("out", help="where the copy goes (written atomically)")
+    half.set_defaults(run=run_half)
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -88,4 +100,13 @@ def run_describe(args: argparse.Namespace) -> int:
         f"{t['params'] / s['params']:.1f}x params, {t['latency_ms'] / s['latency_ms']:.1f}x latency"
     )
     print(f"LG blocks: {100 * result['lg_flops_share']:.1f}% of student FLOPs")
+    return 0
+
+
+def run_half(args: argparse.Namespace) -> int:
+    from kdplatform.data.shards import sha256_file
+    from models.serialization import save_half
+
+    out = save_half(args.source, args.out)
+    print(f"{out}: {out.stat().st_size / 1e6:.1f} MB, sha256 {sha256_file(out)}")
     return 0

@@ -1,4 +1,5 @@
-"""`depthkd models list|describe`: the JSON contract of describe and its figures' consistency."""
+"""`depthkd models list|describe|half`: the JSON contract of describe and its figures' consistency,
+and float16 copies that load back as the same model."""
 
 from __future__ import annotations
 
@@ -63,3 +64,27 @@ def test_describe_pads_sizes_not_divisible_by_the_patch(capsys: pytest.CaptureFi
         main([*argv, "--student", "mobilenetv2_050", "--teacher", "vit_micro_dpt", "--json"]) == 0
     )
     assert json.loads(capsys.readouterr().out)["teacher"]["gflops"] > 0
+
+
+def test_a_half_copy_is_half_the_size_and_predicts_the_same_depth(tmp_path, capsys) -> None:
+    import torch
+
+    from kdplatform.config.schema import TeacherConfig
+    from models.serialization import load_model, save_model
+    from models.zoo import build_teacher
+
+    torch.manual_seed(0)
+    teacher = build_teacher(TeacherConfig(name="swin_micro"), max_depth=10.0)
+    norm = next(m for m in teacher.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    norm.running_var.fill_(7e5)  # beyond float16's range, as trained variances can be
+    source = save_model(teacher, tmp_path / "t.pt")
+    assert main(["models", "half", str(source), str(tmp_path / "half.pt")]) == 0
+    assert "sha256" in capsys.readouterr().out
+    half = tmp_path / "half.pt"
+    assert half.stat().st_size < 0.6 * source.stat().st_size
+    image = torch.rand(1, 3, 64, 96)
+    with torch.inference_mode():
+        full, copy = (load_model(p, expect="teacher")(image) for p in (source, half))
+    assert copy.dtype == torch.float32
+    assert torch.allclose(copy, full, rtol=1e-2, atol=1e-2)
+    assert main(["models", "half", str(tmp_path / "none.pt"), str(tmp_path / "x.pt")]) == 2
