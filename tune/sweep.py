@@ -268,7 +268,9 @@ def _run(
     if mixes_unlabeled(base, spec.stage) or f"{spec.stage}.unlabeled_ratio" in spec.space:
         teacher = None
         if needs_labelling(base, spec.stage):
-            teacher = labelling_teacher(spec.name, base, directory, teachers, log=log)
+            teacher = labelling_teacher(
+                spec.name, base, directory, teachers, log=log, progress=progress
+            )
         unlabeled = unlabeled_frames(
             base, spec.stage, shards, teacher=teacher, out_dir=directory, log=log
         )

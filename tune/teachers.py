@@ -19,7 +19,6 @@ from pathlib import Path
 from kdplatform import atomic
 from kdplatform.config.loader import with_values
 from kdplatform.config.schema import TEACHER_ONLINE_TERMS, ExperimentConfig
-from kdplatform.errors import ConfigError
 from kdplatform.train.profile import DataProfile
 from tune.spec import SweepConfig
 
@@ -47,13 +46,19 @@ def _known(directory: Path) -> dict[str, dict[str, str]]:
 
 
 def _depth_teacher(
-    sweep: str, base: ExperimentConfig, directory: Path, *, log: Log, progress: bool
+    sweep: str,
+    base: ExperimentConfig,
+    directory: Path,
+    *,
+    log: Log,
+    progress: bool,
+    required: bool = False,
 ) -> str | None:
     """The sweep's depth teacher: `model.teacher.checkpoint`, else one trained now (once per
-    sweep; none when the base acclimates an untrained teacher)."""
+    sweep); none when the base acclimates an untrained teacher, unless one is `required`."""
     if base.model.teacher.checkpoint is not None:
         return base.model.teacher.checkpoint
-    if not base.acclimate.pretrain_teacher:
+    if not (base.acclimate.pretrain_teacher or required):
         return None
     from kdplatform.train.jobs import prepare_job, run_job
 
@@ -78,22 +83,16 @@ def labelling_teacher(
     log: Log = print,
     progress: bool = True,
 ) -> str:
-    """The teacher that pseudo-labels a sweep's unlabeled frames once for every trial: the
-    teacher acclimated for the base's student (its own head, as a job labels), else the depth
-    teacher.
-
-    Raises:
-        ConfigError: the sweep has no teacher that predicts depth.
-    """
+    """The teacher that pseudo-labels a sweep's unlabeled frames once for every trial, chosen as
+    a job chooses it: the teacher acclimated for the base's student (its own head) or named by
+    `distill.teacher`, else the depth teacher (given, or trained now as a job would)."""
     acclimated = teachers.get(base.model.student.name)
     if acclimated is not None:
         return str(acclimated.path)
-    depth = _depth_teacher(sweep, base, directory, log=log, progress=progress)
-    if depth is None:
-        raise ConfigError(
-            "the sweep's pseudo-label pass needs a teacher that predicts depth",
-            hint="set model.teacher.checkpoint, or acclimate.pretrain_teacher=true",
-        )
+    if base.distill.teacher is not None:
+        return base.distill.teacher
+    depth = _depth_teacher(sweep, base, directory, log=log, progress=progress, required=True)
+    assert depth is not None  # required: trained when not given
     return depth
 
 

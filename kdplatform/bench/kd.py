@@ -224,7 +224,10 @@ def _distill_values(
         **{f"distill.loss.{k}": v for k, v in row.loss.items()},
     }
     if row.pseudo:
+        # the pass keeps its split's name, which the row must read (given pseudo-labels
+        # alone would make it `unlabeled`)
         values["data.pseudo_labels"] = str(pseudo_labels)
+        values["data.unlabeled_split"] = cfg.data.pseudo_split
     return values
 
 

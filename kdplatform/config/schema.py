@@ -703,8 +703,8 @@ class ExperimentConfig(StrictModel):
         if self.cross_distill.unlabeled_ratio > 0 and not self.data.has_unlabeled_frames:
             raise ValueError(
                 "cross_distill.unlabeled_ratio > 0 needs frames without ground truth: set "
-                "data.unlabeled (RGB-only shards), or data.synthetic.unlabeled_n for the "
-                "bundled set"
+                "data.unlabeled (RGB-only shards), data.pseudo_labels, or "
+                "data.synthetic.unlabeled_n for the bundled set"
             )
         return self
 

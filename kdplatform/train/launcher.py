@@ -35,6 +35,7 @@ from kdplatform.tracking.runs import JobRun
 from kdplatform.tracking.store import uses_server_artifacts
 from kdplatform.train.loop import WorkerJob, train_worker
 from kdplatform.train.profile import DataProfile
+from kdplatform.train.unlabeled import mixes_unlabeled
 
 
 @dataclass(frozen=True)
@@ -221,8 +222,18 @@ def run_stage(
         run_name: Ray run name (the resume key); default `<job>-<stage>`.
         callbacks: Ray Train callbacks (a Tune trial passes its report forwarder).
         progress: the address of the driver's progress channel (`JobConsole.stage`), if any.
-        unlabeled: the pseudo-label shards a stage with `unlabeled_ratio > 0` mixes in.
+        unlabeled: the shards of frames without ground truth that a stage with
+            `unlabeled_ratio > 0` mixes in (`kdplatform.train.unlabeled`).
+
+    Raises:
+        ConfigError: the stage mixes in frames without ground truth and none were given.
     """
+    if unlabeled is None and mixes_unlabeled(cfg, stage):
+        raise ConfigError(
+            f"{stage}.unlabeled_ratio > 0 but the stage was given no frames without ground truth",
+            hint="run it as a job (`depthkd distill`), which prepares them, or set "
+            "data.pseudo_labels",
+        )
     started = time.perf_counter()
     root = storage_path(cfg)
     name = run_name or f"{cfg.name}-{stage}"

@@ -22,8 +22,9 @@ validate config → models → `prepare_model` or `deepspeed.initialize` → res
   node, training samples and evaluation images (`workers/<stage>.json` in the run's artifacts).
 * Shards, the input models (teacher, student to copy) and the fault marker may live in `s3://`
   storage (multi-node clusters).
-* A stage with `unlabeled_ratio > 0` (distill with pseudo-labels) draws every batch from the
-  labeled shards and the job's pseudo-label shards together (`mixed_train_loader`).
+* A stage with `unlabeled_ratio > 0` draws every batch from the labeled shards and the job's
+  frames without ground truth together (`mixed_train_loader`): pseudo-labelled ones for
+  distill, the frames themselves for cross_distill.
 """
 
 from __future__ import annotations
@@ -198,7 +199,7 @@ class _Runner:
         data = self.cfg.data
         ratio = self.stage.unlabeled_ratio
         if ratio > 0 and not self.job.unlabeled:
-            raise ValueError(f"stage {self.stage.name} mixes in pseudo-labels but got no shards")
+            raise ValueError(f"stage {self.stage.name} mixes in unlabeled frames but got none")
         while True:
             if ratio > 0:
                 stream = mixed_train_loader(

@@ -127,3 +127,14 @@ def test_cross_distill_job_mixes_in_its_unlabeled_frames_unlabelled(home, embedd
     assert not (ctx.out_dir / PSEUDO_LABEL_DIR).exists()
     inputs = MlflowClient(ctx.run.tracking_uri).get_run(ctx.run.run_id).inputs.dataset_inputs
     assert [i.dataset.digest for i in inputs] == [manifest_fingerprint(read_manifest(ctx.shards))]
+
+
+def test_a_stage_that_mixes_in_frames_it_was_not_given_fails_on_the_driver(tmp_path) -> None:
+    from kdplatform.errors import ConfigError
+    from kdplatform.train.launcher import run_stage
+    from kdplatform.train.profile import DataProfile
+
+    cfg = _pseudo_config(tmp_path)
+    profile = DataProfile(family="nyu", max_depth=10.0, loss_min_depth=0.1, protocol="nyu-eigen")
+    with pytest.raises(ConfigError, match="given no frames without ground truth"):
+        run_stage(cfg, "distill", shards=tmp_path, profile=profile, run=None, out_dir=tmp_path)

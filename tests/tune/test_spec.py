@@ -179,3 +179,26 @@ def test_a_sweep_acclimates_a_teacher_only_when_a_trial_can_run_it_online(
     path.write_text(f"name: s\nbase:\n  config: {TINY}\n{overrides}{space}")
     spec = load_sweep(path)
     assert needs_acclimated_teacher(spec, base_experiment(spec)) is acclimates
+
+
+def test_a_sweep_labels_with_the_teacher_a_job_would_use(tmp_path) -> None:
+    from tune.teachers import SweepTeacher, labelling_teacher
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(f"name: s\nbase:\n  config: {TINY}\n{PSEUDO_ONLY}{SPACE}")
+    base = base_experiment(load_sweep(path))
+    acclimated = SweepTeacher(tmp_path / "acclimated.pt", "v2")
+    student = base.model.student.name
+    assert labelling_teacher("s", base, tmp_path, {student: acclimated}) == str(acclimated.path)
+    named = base.model_copy(
+        update={"distill": base.distill.model_copy(update={"teacher": "depthkd-teacher@v3"})}
+    )
+    assert labelling_teacher("s", named, tmp_path, {}) == "depthkd-teacher@v3"
+    given = base.model_copy(
+        update={
+            "model": base.model.model_copy(
+                update={"teacher": base.model.teacher.model_copy(update={"checkpoint": "t.pt"})}
+            )
+        }
+    )
+    assert labelling_teacher("s", given, tmp_path, {}) == "t.pt"
