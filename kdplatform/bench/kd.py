@@ -39,9 +39,8 @@ from kdplatform.config.loader import with_values
 from kdplatform.config.schema import ExperimentConfig
 from kdplatform.data.shards import read_manifest, split_entry
 from kdplatform.errors import ConfigError
-from kdplatform.pseudolabel import label_shards
-from kdplatform.pseudolabel.source import frame_size, open_source
 from kdplatform.train.jobs import JobContext, prepare_job, resolve_shards, run_job, split_metrics
+from kdplatform.train.unlabeled import unlabeled_frames
 from models.serialization import load_model, save_model
 from models.zoo import build_acclimated_teacher
 
@@ -296,7 +295,16 @@ def run_kd_benchmark(
     teacher = teacher_ctx.results["teacher"].exports["teacher"]
     max_depth = teacher_ctx.profile.max_depth
     pseudo_labels = (
-        _pseudo_label(teacher_ctx, teacher, log) if any(r.pseudo for r in rows) else None
+        unlabeled_frames(
+            cfg,
+            "distill",
+            teacher_ctx.shards,
+            teacher=teacher,
+            out_dir=teacher_ctx.out_dir,
+            log=log,
+        )
+        if any(r.pseudo for r in rows)
+        else None
     )
     figures: dict[str, dict[str, Any]] = {
         row.key: {"label": row.label, "lg_global": row.lg_global, "val": {}, "test": {}}
@@ -357,21 +365,6 @@ def run_kd_benchmark(
         teacher={"before": _metrics(teacher_ctx, "teacher"), "after": after},
         seconds=runner.seconds,
     )
-
-
-def _pseudo_label(ctx: JobContext, teacher: Path, log: Callable[[str], None]) -> Path:
-    """The unlabeled split labelled once by the depth-trained teacher, at the training size."""
-    data = ctx.cfg.data
-    size, _ = frame_size(open_source(ctx.shards, data.train_split))
-    out = ctx.out_dir / "pseudo_labels"
-    report = label_shards(
-        teacher, ctx.shards, data.pseudo_split, out, size=size, batch_size=16, progress=False
-    )
-    log(
-        f"pseudo-labels: {report.total_frames} {data.pseudo_split} frames labelled by the "
-        f"teacher ({report.frames_per_s:.0f} frames/s)"
-    )
-    return out
 
 
 def _split_size(ctx: JobContext, split: str) -> int:

@@ -46,7 +46,7 @@ from kdplatform.train.launcher import StageResult, check_cluster, ensure_ray, ru
 from kdplatform.train.profile import DataProfile, data_profile
 from kdplatform.train.stages import STAGES
 from kdplatform.train.strategy import check_strategy
-from kdplatform.train.unlabeled import mixes_unlabeled, needs_labelling, unlabeled_frames
+from kdplatform.train.unlabeled import labels_frames, mixes_unlabeled, unlabeled_frames
 from models.serialization import load_model, save_model
 from models.teacher_weights import load_external_teacher
 from models.zoo import arch_mismatch, check_model_names
@@ -152,9 +152,7 @@ def job_stages(cfg: ExperimentConfig, job: str) -> list[str]:
         return acclimation_stages(cfg)
     if job == "distill" and not cfg.distill.needs_teacher_online:
         given = cfg.model.teacher.checkpoint or cfg.distill.teacher
-        trains_teacher = (
-            mixes_unlabeled(cfg, "distill") and needs_labelling(cfg, "distill") and given is None
-        )
+        trains_teacher = labels_frames(cfg, "distill") and given is None
         return ["teacher"] * trains_teacher + ["supervised", job]
     if STAGES.get(job).needs_teacher and cfg.distill.teacher is None:
         return [*acclimation_stages(cfg), job]
@@ -281,9 +279,7 @@ def resolve_inputs(ctx: JobContext) -> dict[str, Path]:
     `model.teacher.checkpoint` (a depth teacher), `acclimate.ghost_from` (a trained student),
     `distill.teacher` (a teacher acclimated for this student and teacher)."""
     cfg, stages, inputs = ctx.cfg, set(ctx.stages), {}
-    labels = (
-        "distill" in stages and mixes_unlabeled(cfg, "distill") and needs_labelling(cfg, "distill")
-    )
+    labels = "distill" in stages and labels_frames(cfg, "distill")
     if cfg.model.teacher.checkpoint and (
         stages & {"teacher", "acclimate", "cross_distill"} or labels
     ):

@@ -31,6 +31,11 @@ def needs_labelling(cfg: ExperimentConfig, stage: str) -> bool:
     return stage == "distill" and cfg.data.pseudo_labels is None
 
 
+def labels_frames(cfg: ExperimentConfig, stage: str) -> bool:
+    """Whether `stage` of `cfg` mixes in frames that a pass must label before it starts."""
+    return mixes_unlabeled(cfg, stage) and needs_labelling(cfg, stage)
+
+
 def unlabeled_source(cfg: ExperimentConfig, shards: Location) -> Location:
     """The RGB shard set holding split `cfg.data.pseudo_split`: `data.unlabeled`, else the
     labeled set `shards` (the bundled set's unlabeled split sits beside its labeled ones)."""
