@@ -39,6 +39,7 @@ from kdplatform.config.loader import with_values
 from kdplatform.config.schema import ExperimentConfig
 from kdplatform.data.shards import read_manifest, split_entry
 from kdplatform.errors import ConfigError
+from kdplatform.eval.runner import evaluate_split
 from kdplatform.train.jobs import JobContext, prepare_job, resolve_shards, run_job, split_metrics
 from kdplatform.train.unlabeled import unlabeled_frames
 from models.serialization import load_model, save_model
@@ -200,6 +201,29 @@ class _Runner:
         )
         return ctx
 
+    def given_teacher(
+        self, values: dict[str, Any]
+    ) -> tuple[JobContext, Path, dict[str, dict[str, float]]]:
+        """The teacher `model.teacher.checkpoint` gives (as a user's job gets it, not trained
+        here): a prepared job's context (data, profile, folder), its file, and its val and
+        test metrics through the shared evaluator."""
+        cfg = with_values(self.cfg, {"name": f"{self.cfg.name}-{self.tag}-teacher", **values})
+        ctx = prepare_job(cfg, "distill", progress=False)
+        teacher = ctx.inputs["pretrained"]
+        model = load_model(teacher, expect="teacher")
+        data = cfg.data
+        metrics = {
+            name: evaluate_split(
+                model, ctx.shards, split, data, ctx.profile.protocol, tta=cfg.eval.tta
+            ).means()
+            for name, split in (("val", data.eval_split), ("test", data.test_split))
+        }
+        self.log(
+            f"teacher: given ({cfg.model.teacher.checkpoint}), {data.test_split} abs_rel "
+            f"{metrics['test']['abs_rel']:.4f}, {data.eval_split} {metrics['val']['abs_rel']:.4f}"
+        )
+        return ctx, teacher, metrics
+
 
 def _unacclimated(
     cfg: ExperimentConfig, teacher: Path, out: Path, *, max_depth: float, seed: int
@@ -290,9 +314,13 @@ def run_kd_benchmark(
     check_benchmark_config(cfg, rows)
     runner = _Runner(cfg, tag, log)
     base = {"tracking.register_models": False}
-    log(f"teacher: depth training, {cfg.teacher.steps} steps (seed {cfg.seed})")
-    teacher_ctx = runner.job("teacher", "teacher", base)
-    teacher = teacher_ctx.results["teacher"].exports["teacher"]
+    if cfg.model.teacher.checkpoint is None:
+        log(f"teacher: depth training, {cfg.teacher.steps} steps (seed {cfg.seed})")
+        teacher_ctx = runner.job("teacher", "teacher", base)
+        teacher = teacher_ctx.results["teacher"].exports["teacher"]
+        before = _metrics(teacher_ctx, "teacher")
+    else:
+        teacher_ctx, teacher, before = runner.given_teacher(base)
     max_depth = teacher_ctx.profile.max_depth
     pseudo_labels = (
         unlabeled_frames(
@@ -330,7 +358,7 @@ def run_kd_benchmark(
             ghost = nokd.results["supervised"].exports["student"]
             teachers: dict[str, Path] = {}
             kinds = ("copy", "fresh") if lg_global else ("copy",)
-            for ghost_kind in [k for k in kinds if k in teachers_used or k == "copy"]:
+            for ghost_kind in [k for k in kinds if k in teachers_used]:
                 accl = {
                     **student,
                     "model.teacher.checkpoint": str(teacher),
@@ -362,7 +390,7 @@ def run_kd_benchmark(
         steps={s: getattr(cfg, s).steps for s in ("teacher", "supervised", "acclimate", "distill")},
         test_images=_split_size(teacher_ctx, test_split),
         rows=figures,
-        teacher={"before": _metrics(teacher_ctx, "teacher"), "after": after},
+        teacher={"before": before, "after": after},
         seconds=runner.seconds,
     )
 
@@ -406,13 +434,18 @@ def markdown(result: KDBenchResult) -> str:
             f"{val_mean:.4f} ± {val_std:.4f} |"
         )
     before, after = result.teacher["before"], result.teacher["after"]
+    acclimated = (
+        f"after acclimation with the fixed copied ghost "
+        f"{statistics.fmean(after['val']['abs_rel']):.4f} / "
+        f"{statistics.fmean(after['test']['abs_rel']):.4f} (mean over seeds; {val} after / "
+        f"before: {statistics.fmean(after['val']['abs_rel']) / before['val']['abs_rel']:.3f})"
+        if after["val"]
+        else "not acclimated (no row distils from it online)"
+    )
     lines += [
         "",
         f"Teacher ({val} / {test} abs_rel): depth-trained {before['val']['abs_rel']:.4f} / "
-        f"{before['test']['abs_rel']:.4f}; after acclimation with the fixed copied ghost "
-        f"{statistics.fmean(after['val']['abs_rel']):.4f} / "
-        f"{statistics.fmean(after['test']['abs_rel']):.4f} (mean over seeds; {val} after / "
-        f"before: {statistics.fmean(after['val']['abs_rel']) / before['val']['abs_rel']:.3f}).",
+        f"{before['test']['abs_rel']:.4f}; {acclimated}.",
     ]
     return "\n".join(lines) + "\n"
 

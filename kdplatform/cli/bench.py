@@ -1,5 +1,5 @@
-"""`depthkd bench all|loader|train|kd|asha|trial-overhead|pseudo-label`: benchmarks whose figures
-go into closing notes.
+"""`depthkd bench all|loader|train|kd|asha|trial-overhead|pseudo-label|pseudo-cache`: benchmarks
+whose figures go into closing notes.
 
 * `all`: one suite of the benchmarks below plus S3, latency, ONNX and GPU rows, written to
   `benchmarks/results/<date>-<host>.{json,md}` (`kdplatform.bench.suite`).
@@ -10,6 +10,7 @@ go into closing notes.
 * `asha`: the same sweep configurations under ASHA and at the full budget, back to back.
 * `trial-overhead`: one sweep trial against the same job run alone.
 * `pseudo-label`: the Ray Data pseudo-label pass against a plain single-process loop.
+* `pseudo-cache`: the student's step with cached pseudo-labels against the teacher online.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     _add_kd_parser(sub)
     _add_sweep_parsers(sub)
     _add_pseudo_label_parser(sub)
+    _add_pseudo_cache_parser(sub)
 
 
 def _add_all_parser(sub: argparse._SubParsersAction) -> None:
@@ -260,6 +262,68 @@ def _add_pseudo_label_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--teacher", help="teacher reference (default: a seeded swin_micro)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     parser.set_defaults(run=run_pseudo_label)
+
+
+def _add_pseudo_cache_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "pseudo-cache",
+        help="the student's step with cached pseudo-labels vs the teacher labelling online",
+        description="Times the config's distill step (its student, optimizer, batch size, "
+        "unlabeled_ratio and frame size; objective silog + pseudo_silog) on one in-memory batch "
+        "twice, alternating --rounds times: with the unlabeled rows' targets read from the "
+        "batch (cached, as after `depthkd pseudo-label`) and with the config's teacher "
+        "(model.teacher.checkpoint) labelling them inside every step. Prints the median "
+        "frames/s of each and the ratio cached/online.",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None,
+        help="experiment YAML (default: the demo, with its shipped teacher)",
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the config"
+    )
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per pass (default 10)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per pass (default 2)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1,
+        help="torch threads (default: all cores)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="alternating passes per side")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.set_defaults(run=run_pseudo_cache)
+
+
+def run_pseudo_cache(args: argparse.Namespace) -> int:
+    from kdplatform.bench.pseudo_cache import run_pseudo_cache_benchmark
+    from kdplatform.config.loader import load_config
+
+    for option in ("steps", "threads", "rounds"):
+        if getattr(args, option) < 1:
+            raise ConfigError(f"--{option}: must be at least 1 (got {getattr(args, option)})")
+    if args.warmup < 0:
+        raise ConfigError(f"--warmup: must be at least 0 (got {args.warmup})")
+    cfg = load_config(args.config, args.overrides)
+    result = run_pseudo_cache_benchmark(
+        cfg, steps=args.steps, warmup=args.warmup, rounds=args.rounds, threads=args.threads
+    )
+    height, width = result.size
+    print(
+        f"distill step, student {result.student}, teacher {result.teacher}, "
+        f"{result.labeled_rows} labeled + {result.unlabeled_rows} unlabeled rows at "
+        f"{height}x{width}, {result.threads} threads (median of {result.rounds}):\n"
+        f"  cached pseudo-labels    {result.cached_frames_per_s:8.1f} frames/s\n"
+        f"  teacher online          {result.online_frames_per_s:8.1f} frames/s\n"
+        f"  ratio cached/online     {result.ratio:8.2f}x\n"
+        f"  final loss: cached {result.cached_final_loss:.5f}, "
+        f"online {result.online_final_loss:.5f}"
+    )
+    if args.json:
+        atomic.write_json(args.json, result.to_dict())
+    return 0
 
 
 def run_pseudo_label(args: argparse.Namespace) -> int:

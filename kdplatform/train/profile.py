@@ -49,9 +49,13 @@ def data_profile(cfg: ExperimentConfig, shards: Path) -> DataProfile:
                 f"shards in {shards} come from a {source!r} source with no known depth range: "
                 f"set {' and '.join(missing)}"
             )
-        cap, threshold, protocol = cfg.model.max_depth, 0.1, cfg.eval.protocol
-    else:
-        cap, threshold, protocol = _FAMILIES[family]
+        return DataProfile(family, cfg.model.max_depth, 0.1, cfg.eval.protocol)
+    return family_profile(cfg, family)
+
+
+def family_profile(cfg: ExperimentConfig, family: str) -> DataProfile:
+    """The profile of a known dataset family ("kitti", "nyu"), explicit settings winning."""
+    cap, threshold, protocol = _FAMILIES[family]
     return DataProfile(
         family=family,
         max_depth=cfg.model.max_depth or cap,

@@ -86,3 +86,9 @@ def test_chosen_rows_bring_their_no_kd_rows_and_unknown_rows_are_refused() -> No
     assert keys == ["no_kd", "pseudo", "no_kd_local", "kd_local"]
     with pytest.raises(ConfigError, match="unknown row pseudo_only"):
         selected_rows(["pseudo_only"])
+
+
+def test_a_run_without_online_rows_says_its_teacher_was_not_acclimated() -> None:
+    result = _result()
+    result.teacher["after"] = {"val": {}, "test": {}}  # rows no_kd + pseudo acclimate nothing
+    assert "not acclimated (no row distils from it online)" in markdown(result)
