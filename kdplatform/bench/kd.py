@@ -208,7 +208,7 @@ class _Runner:
         here): a prepared job's context (data, profile, folder), its file, and its val and
         test metrics through the shared evaluator."""
         cfg = with_values(self.cfg, {"name": f"{self.cfg.name}-{self.tag}-teacher", **values})
-        ctx = prepare_job(cfg, "distill", progress=False)
+        ctx = prepare_job(cfg, "teacher", progress=False)  # resolves and checks the file
         teacher = ctx.inputs["pretrained"]
         model = load_model(teacher, expect="teacher")
         data = cfg.data
@@ -387,16 +387,29 @@ def run_kd_benchmark(
         selection_split=cfg.data.eval_split,
         report_split=test_split,
         seeds=list(seeds),
-        steps={s: getattr(cfg, s).steps for s in ("teacher", "supervised", "acclimate", "distill")},
+        steps={
+            s: getattr(cfg, s).steps
+            for s in ("teacher", "supervised", "acclimate", "distill")
+            if (s != "teacher" or cfg.model.teacher.checkpoint is None)  # given: not trained
+            and (s != "acclimate" or bool(teachers_used & {"copy", "fresh"}))
+        },
         test_images=_split_size(teacher_ctx, test_split),
         rows=figures,
-        teacher={"before": before, "after": after},
+        teacher={
+            "before": before,
+            "after": after,
+            "source": "given" if cfg.model.teacher.checkpoint else "depth-trained",
+        },
         seconds=runner.seconds,
     )
 
 
 def _split_size(ctx: JobContext, split: str) -> int:
     return int(split_entry(ctx.shards, split)["num_samples"])
+
+
+def _teacher_source(result: KDBenchResult) -> str:
+    return result.teacher.get("source", "depth-trained")  # results written before it was kept
 
 
 def markdown(result: KDBenchResult) -> str:
@@ -409,7 +422,7 @@ def markdown(result: KDBenchResult) -> str:
         f"Student rows: **{test} split** ({result.test_images} images, protocol "
         f"{result.protocol}), mean ± std over seeds {result.seeds}; {val} abs_rel beside it. "
         f"Steps: {steps}. Weights fixed in the config before the run. Gap closed: (no KD − "
-        "row) / (no KD − depth-trained teacher), test abs_rel means. Ratio and gap: "
+        f"row) / (no KD − {_teacher_source(result)} teacher), test abs_rel means. Ratio and gap: "
         "against the no-KD row of the same student: gap = difference of the means in standard "
         "deviations (the larger of the two rows'); paired = the per-seed reduction (same init "
         f"and data order), mean ± std. Machine: {result.machine}.",
@@ -444,7 +457,8 @@ def markdown(result: KDBenchResult) -> str:
     )
     lines += [
         "",
-        f"Teacher ({val} / {test} abs_rel): depth-trained {before['val']['abs_rel']:.4f} / "
+        f"Teacher ({val} / {test} abs_rel): {_teacher_source(result)} "
+        f"{before['val']['abs_rel']:.4f} / "
         f"{before['test']['abs_rel']:.4f}; {acclimated}.",
     ]
     return "\n".join(lines) + "\n"
@@ -459,7 +473,7 @@ def bar_chart(result: KDBenchResult, path: Path) -> Path:
     keys = result.row_keys()
     means = [result.summary(k)[0] for k in keys] + [result.teacher["before"]["test"]["abs_rel"]]
     stds = [result.summary(k)[1] for k in keys] + [0.0]
-    labels = [result.rows[k]["label"] for k in keys] + ["teacher (depth-trained, one run)"]
+    labels = [result.rows[k]["label"] for k in keys] + [f"teacher ({_teacher_source(result)})"]
     figure = Figure(figsize=(8, 0.45 * len(labels) + 1.4), layout="constrained")
     axes = figure.add_subplot()
     colours = ["#888888" if k in BASELINE.values() else "#3b75af" for k in keys] + ["#c44e52"]

@@ -92,3 +92,42 @@ def test_a_run_without_online_rows_says_its_teacher_was_not_acclimated() -> None
     result = _result()
     result.teacher["after"] = {"val": {}, "test": {}}  # rows no_kd + pseudo acclimate nothing
     assert "not acclimated (no row distils from it online)" in markdown(result)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_given_teacher_is_evaluated_and_labels_the_frames_not_trained(
+    embedded_ray, home, tmp_path
+) -> None:
+    from pathlib import Path
+
+    from kdplatform.bench.kd import run_kd_benchmark
+    from kdplatform.config.loader import load_config
+    from tests.pseudolabel.conftest import save_teacher
+
+    teacher = save_teacher(tmp_path / "teacher.pt")
+    tiny = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
+    steps = {"steps": 2, "optim": {"lr": 0.001, "warmup_steps": 0}}
+    cfg = load_config(
+        tiny,
+        [
+            f"model.teacher.checkpoint={teacher}",
+            "data.synthetic.unlabeled_n=8",
+            "train.workers=0",
+            f"supervised={json.dumps(steps)}",
+            f"distill={json.dumps({**steps, 'unlabeled_ratio': 1.0})}",
+            'distill.losses={"silog": 1.0, "pseudo_silog": 1.0}',
+        ],
+    )
+    lines: list[str] = []
+    result = run_kd_benchmark(
+        cfg, seeds=[0], tag="t", log=lines.append, rows=selected_rows(["pseudo"])
+    )
+    assert any(line.startswith("teacher: given (") for line in lines)
+    assert not any("depth training" in line for line in lines)
+    assert set(result.rows) == {"no_kd", "pseudo"}
+    assert len(result.rows["pseudo"]["test"]["abs_rel"]) == 1
+    before = result.teacher["before"]
+    assert before["test"]["abs_rel"] > 0 and before["val"]["abs_rel"] > 0
+    assert result.teacher["after"] == {"val": {}, "test": {}}  # no row distils online
+    assert "not acclimated" in markdown(result)
