@@ -2,19 +2,21 @@
 
 Every row trains the same student for the same steps on the same data stream, through the real
 job path (`prepare_job` → `run_job`: Ray Train, MLflow, exports); only what the student learns
-from differs. The teacher is trained for depth once, before any row (a teacher is given to a
-user's job the same way, `model.teacher.checkpoint`), and each seed then runs:
+from differs. The teacher is the one `model.teacher.checkpoint` gives (as a user's job gets it;
+evaluated on val and test, not trained) or, without one, trained for depth once before any row;
+each seed then runs:
 
 * `supervised` → the no-KD row; its decoder and head are also the fixed ghost of acclimation;
 * `acclimate` with the copied, fixed ghost (DisDepth) and with a fresh trainable ghost;
-* "acclimation off": the depth-trained teacher behind fresh, untrained adapters (no stage);
+* "acclimation off": the depth teacher behind fresh, untrained adapters (no stage);
 * `distill` once per row: the KD terms named by the row, from the teacher the row names;
   pseudo-label rows mix the unlabeled split into every batch (`distill.unlabeled_ratio`), labelled
-  once, before any seed, by the depth-trained teacher (`depthkd pseudo-label`'s pass);
+  once, before any seed, by the depth teacher (`depthkd pseudo-label`'s pass);
 * the same for a student whose LG blocks lack the global path (its own baseline and ghost).
 
-"Gap closed" is (no-KD − row) / (no-KD − teacher) on test abs_rel, the teacher being the
-depth-trained one (the labeler of the pseudo-labels; acclimation keeps its accuracy).
+"Gap closed" is (no-KD − row) / (no-KD − teacher) on test abs_rel, the teacher being the depth
+teacher, given or trained (the labeler of the pseudo-labels; acclimation keeps its accuracy).
+Acclimation runs only when a row distils from an acclimated teacher online.
 
 Loss weights are fixed in the config before the run (nothing is chosen here). Every figure is
 the held-out **test** split under the config's protocol, mean ± std over the seeds (a seed sets
@@ -453,7 +455,7 @@ def markdown(result: KDBenchResult) -> str:
         f"{statistics.fmean(after['test']['abs_rel']):.4f} (mean over seeds; {val} after / "
         f"before: {statistics.fmean(after['val']['abs_rel']) / before['val']['abs_rel']:.3f})"
         if after["val"]
-        else "not acclimated (no row distils from it online)"
+        else "after acclimation: not measured in these rows"
     )
     lines += [
         "",

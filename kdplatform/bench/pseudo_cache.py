@@ -27,11 +27,12 @@ from torch import nn
 
 from kdplatform.config.loader import with_values
 from kdplatform.config.schema import ExperimentConfig
+from kdplatform.data.loader import unlabeled_batch_size
 from kdplatform.errors import ConfigError
+from kdplatform.train.jobs import load_model_reference
 from kdplatform.train.profile import DataProfile, family_profile
 from kdplatform.train.schedule import build_optimizer, poly_scheduler
 from kdplatform.train.stages import STAGES, Batch
-from models.serialization import load_model
 
 
 @dataclass
@@ -79,7 +80,8 @@ def _batch(labeled: int, unlabeled: int, size: tuple[int, int], max_depth: float
 @torch.no_grad()
 def _teacher_targets(teacher: nn.Module, batch: Batch, labeled: int) -> torch.Tensor:
     """The teacher's depth on the unlabeled rows, 0 (no target) on the labeled ones."""
-    depth = teacher(batch["image"][labeled:])
+    out = teacher(batch["image"][labeled:])
+    depth = out if isinstance(out, torch.Tensor) else out.depth  # an acclimated teacher's output
     return torch.cat([torch.zeros_like(batch["depth"][:labeled]), depth])
 
 
@@ -99,12 +101,15 @@ def _timed(
     optimizer = build_optimizer(stage)
     scheduler = poly_scheduler(optimizer, total=warmup + steps, cfg=stage.cfg.optim)
     start, loss = time.perf_counter(), float("nan")
-    for index in range(warmup + steps):
+    for index in range(warmup + steps):  # the worker loop's step, without data loading
         if index == warmup:
             start = time.perf_counter()
         label(batch)
+        stage.on_step(model, index)
         terms = stage.step(model, batch, index)
         terms["loss"].backward()
+        if cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
@@ -128,12 +133,19 @@ def run_pseudo_cache_benchmark(
         )
     synthetic = cfg.data.synthetic
     size = (synthetic.height, synthetic.width)
-    if None in size:
-        raise ConfigError("bench pseudo-cache needs data.synthetic.height and width (frame size)")
-    ratio = cfg.distill.unlabeled_ratio or 1.0
+    if cfg.data.shards is not None or None in size:
+        raise ConfigError(
+            "bench pseudo-cache times the bundled synthetic frames: unset data.shards and set "
+            "data.synthetic.height and width (the frame size)"
+        )
+    ratio = cfg.distill.unlabeled_ratio
+    if not ratio > 0:
+        raise ConfigError(
+            "bench pseudo-cache needs distill.unlabeled_ratio > 0 (unlabeled rows to label)"
+        )
     labeled = cfg.data.batch_size
-    unlabeled = max(1, round(labeled * ratio))
-    teacher: nn.Module = load_model(cfg.model.teacher.checkpoint, expect="teacher")
+    unlabeled = unlabeled_batch_size(labeled, ratio)
+    teacher = load_model_reference(cfg.model.teacher.checkpoint, expect="teacher")
     teacher.eval().requires_grad_(False)
     profile = family_profile(cfg, synthetic.layout)
     # the cached objective: ground truth plus the teacher's depth on the unlabeled rows

@@ -201,7 +201,8 @@ def _add_kd_parser(sub: argparse._SubParsersAction) -> None:
         "kd",
         help="does KD pay, and which part of it: every KD ablation row against the no-KD "
         "student, several seeds, on the held-out test split",
-        description="Trains the teacher for depth once, then for each seed the same student "
+        description="Takes the teacher model.teacher.checkpoint gives (or trains one for depth "
+        "once), then for each seed the same student "
         "without KD, with response KD only, plain feature-MSE KD, attentive KD, attentive + "
         "response KD (fixed copied ghost), pseudo-labels only, attentive + response KD + "
         "pseudo-labels, a fresh trainable ghost, acclimation off, and with the LG global path "
@@ -272,7 +273,8 @@ def _add_pseudo_cache_parser(sub: argparse._SubParsersAction) -> None:
         "unlabeled_ratio and frame size; objective silog + pseudo_silog) on one in-memory batch "
         "twice, alternating --rounds times: with the unlabeled rows' targets read from the "
         "batch (cached, as after `depthkd pseudo-label`) and with the config's teacher "
-        "(model.teacher.checkpoint) labelling them inside every step. Prints the median "
+        "(model.teacher.checkpoint: a file, s3:// URL, registered model or run id) labelling "
+        "them inside every step. Prints the median "
         "frames/s of each and the ratio cached/online.",
     )
     parser.add_argument(

@@ -88,10 +88,10 @@ def test_chosen_rows_bring_their_no_kd_rows_and_unknown_rows_are_refused() -> No
         selected_rows(["pseudo_only"])
 
 
-def test_a_run_without_online_rows_says_its_teacher_was_not_acclimated() -> None:
+def test_a_run_without_acclimation_says_so() -> None:
     result = _result()
     result.teacher["after"] = {"val": {}, "test": {}}  # rows no_kd + pseudo acclimate nothing
-    assert "not acclimated (no row distils from it online)" in markdown(result)
+    assert "after acclimation: not measured in these rows" in markdown(result)
 
 
 @pytest.mark.ray
@@ -130,4 +130,7 @@ def test_a_given_teacher_is_evaluated_and_labels_the_frames_not_trained(
     before = result.teacher["before"]
     assert before["test"]["abs_rel"] > 0 and before["val"]["abs_rel"] > 0
     assert result.teacher["after"] == {"val": {}, "test": {}}  # no row distils online
-    assert "not acclimated" in markdown(result)
+    assert "not measured in these rows" in markdown(result)
+    assert result.steps == {"supervised": 2, "distill": 2}  # nothing trained the teacher
+    assert result.teacher["source"] == "given"
+    assert "Teacher (val / test abs_rel): given " in markdown(result)
