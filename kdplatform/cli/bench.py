@@ -31,6 +31,15 @@ from kdplatform.errors import ConfigError
 
 BENCH_KD_CONFIG = DEFAULT_CONFIG.with_name("bench_kd.yaml")
 BENCH_SWEEP_CONFIG = DEFAULT_CONFIG.with_name("sweep_bench.yaml")
+ALL_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+
+
+def _check_counts(args: argparse.Namespace, *options: str, minimum: int = 1) -> None:
+    """Refuses any of `options` (argparse names) below `minimum`, naming the flag."""
+    for option in options:
+        if getattr(args, option) < minimum:
+            flag = option.replace("_", "-")
+            raise ConfigError(f"--{flag}: must be at least {minimum} (got {getattr(args, option)})")
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -127,7 +136,7 @@ A full run takes about 8 minutes on 2 cores.""",
     suite.add_argument(
         "--threads",
         type=int,
-        default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1,
+        default=ALL_CORES,
         help="torch threads of the train and gpu rows (default: all cores)",
     )
     suite.set_defaults(run=run_all)
@@ -185,7 +194,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--threads",
         type=int,
-        default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1,
+        default=ALL_CORES,
         help="torch threads on both sides and CPUs of the Ray worker (default: all cores)",
     )
     train.add_argument("--rounds", type=int, default=3, help="alternating passes per side")
@@ -256,7 +265,7 @@ def _add_pseudo_label_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1,
+        default=ALL_CORES,
         help="torch threads of the loop, CPUs of the embedded Ray (default: all cores)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="alternating passes per side")
@@ -291,7 +300,7 @@ def _add_pseudo_cache_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1,
+        default=ALL_CORES,
         help="torch threads (default: all cores)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="alternating passes per side")
@@ -303,11 +312,8 @@ def run_pseudo_cache(args: argparse.Namespace) -> int:
     from kdplatform.bench.pseudo_cache import run_pseudo_cache_benchmark
     from kdplatform.config.loader import load_config
 
-    for option in ("steps", "threads", "rounds"):
-        if getattr(args, option) < 1:
-            raise ConfigError(f"--{option}: must be at least 1 (got {getattr(args, option)})")
-    if args.warmup < 0:
-        raise ConfigError(f"--warmup: must be at least 0 (got {args.warmup})")
+    _check_counts(args, "steps", "threads", "rounds")
+    _check_counts(args, "warmup", minimum=0)
     cfg = load_config(args.config, args.overrides)
     result = run_pseudo_cache_benchmark(
         cfg, steps=args.steps, warmup=args.warmup, rounds=args.rounds, threads=args.threads
@@ -331,9 +337,7 @@ def run_pseudo_cache(args: argparse.Namespace) -> int:
 def run_pseudo_label(args: argparse.Namespace) -> int:
     from kdplatform.bench.pseudo_label import run_pseudo_label_benchmark
 
-    for option in ("frames", "per_shard", "batch_size", "threads", "rounds"):
-        if getattr(args, option) < 1:
-            raise ConfigError(f"--{option.replace('_', '-')}: must be at least 1")
+    _check_counts(args, "frames", "per_shard", "batch_size", "threads", "rounds")
     result = run_pseudo_label_benchmark(
         args.work or depthkd_home() / "bench" / "pl",
         frames=args.frames,
@@ -400,9 +404,7 @@ def run_all(args: argparse.Namespace) -> int:
 
     if args.s3 is not None and not (storage.is_remote(args.s3) and storage.split_url(args.s3)[0]):
         raise ConfigError(f"--s3 {args.s3!r}: expected s3://bucket/prefix")
-    for option in ("workers", "threads"):
-        if getattr(args, option) < 1:
-            raise ConfigError(f"--{option}: must be at least 1 (got {getattr(args, option)})")
+    _check_counts(args, "workers", "threads")
     only = [name.strip() for name in (args.only or "").split(",") if name.strip()]
     specs = selected_rows(only)
     train_cfg = load_config(args.config or DEFAULT_CONFIG, [])
@@ -442,12 +444,8 @@ def run_train(args: argparse.Namespace) -> int:
     from kdplatform.bench.train import TrainBenchSettings, run_train_benchmark
     from kdplatform.config.loader import load_config
 
-    for option in ("steps", "batch_size", "height", "width", "threads", "rounds"):
-        if getattr(args, option) < 1:
-            flag = option.replace("_", "-")
-            raise ConfigError(f"--{flag}: must be at least 1 (got {getattr(args, option)})")
-    if args.warmup < 0:
-        raise ConfigError(f"--warmup: must be at least 0 (got {args.warmup})")
+    _check_counts(args, "steps", "batch_size", "height", "width", "threads", "rounds")
+    _check_counts(args, "warmup", minimum=0)
     cfg = load_config(args.config, [])
     settings = TrainBenchSettings(
         steps=args.steps,
