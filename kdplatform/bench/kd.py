@@ -421,8 +421,9 @@ def markdown(result: KDBenchResult) -> str:
     lines = [
         f"# depthkd bench kd — {result.config}",
         "",
-        f"Student rows: **{test} split** ({result.test_images} images, protocol "
-        f"{result.protocol}), mean ± std over seeds {result.seeds}; {val} abs_rel beside it. "
+        f"Student rows: **{test} split** ({result.test_images} frames, metrics over those with "
+        f"ground truth; protocol {result.protocol}), mean ± std over seeds {result.seeds}; "
+        f"{val} abs_rel beside it. "
         f"Steps: {steps}. Weights fixed in the config before the run. Gap closed: (no KD − "
         f"row) / (no KD − {_teacher_source(result)} teacher), test abs_rel means. Ratio and gap: "
         "against the no-KD row of the same student: gap = difference of the means in standard "

@@ -68,7 +68,10 @@ def test_gap_closed_is_measured_against_the_teacher() -> None:
 def test_table_and_chart_say_which_split_and_protocol(tmp_path) -> None:
     result = _result()
     table = markdown(result)
-    assert "**test split** (72 images, protocol kitti-garg-full)" in table
+    assert (
+        "**test split** (72 frames, metrics over those with ground truth; protocol kitti-garg-full)"
+        in table
+    )
     assert "| student | test abs_rel | × no KD | gap (σ) | paired reduction | gap closed |" in table
     row = "| attentive + response KD (fixed copied ghost) | 0.2500 ± 0.0100 | 0.833 | 5.0 |"
     assert f"{row} 0.0500 ± 0.0173 | 50 % |" in table  # per seed: 0.06, 0.06, 0.03
