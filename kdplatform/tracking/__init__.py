@@ -6,7 +6,6 @@ data), `RunLogger` and the functions below.
 """
 
 from kdplatform.tracking import _telemetry_off  # noqa: F401  (first: before MLflow loads)
-from kdplatform.tracking.images import depth_grid
 from kdplatform.tracking.logger import RunLogger
 from kdplatform.tracking.model_registry import (
     load_registered_model,
@@ -21,7 +20,6 @@ __all__ = [
     "JobRun",
     "RunLogger",
     "artifact_root",
-    "depth_grid",
     "ensure_experiment",
     "finish_job_run",
     "load_registered_model",
