@@ -19,6 +19,7 @@ PACKAGES = ("kdplatform", "models", "tune", "pipelines")
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     # base: errors, files, processes, ports, storage URLs, console, metric names, joining Ray
+    # (`kdplatform` is the package's own __init__ only; every other module is listed)
     (
         "kdplatform",
         "kdplatform.errors",
@@ -61,8 +62,9 @@ def module_files(root: Path, packages: Iterable[str]) -> dict[str, Path]:
 
 
 def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
-    """`{module: modules it imports}` among `modules`; edges to a module's own packages (which
-    Python imports first anyway) are left out."""
+    """`{module: modules it imports}` among `modules`, with the packages an import runs on the
+    way (`a.b.c` runs `a` and `a.b` first); edges to a module's own packages (which Python
+    imports before the module anyway) are left out."""
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
@@ -82,19 +84,21 @@ def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
             else:
                 continue
             for target in targets:
-                while target and target not in modules:
+                while target:
+                    if target in modules and not (name == target or name.startswith(target + ".")):
+                        graph[name].add(target)
                     target = target.rpartition(".")[0]
-                if target and not (name == target or name.startswith(target + ".")):
-                    graph[name].add(target)
     return graph
 
 
 def layer_of(module: str, layers: Sequence[Sequence[str]]) -> int:
-    """Index of the layer whose longest prefix matches `module`."""
+    """Index of the layer whose longest prefix matches `module` (a root package listed in
+    `PACKAGES` with other entries under it stands for its `__init__` only)."""
     best, index = -1, None
     for i, prefixes in enumerate(layers):
         for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+            whole = module.startswith(prefix + ".") and prefix != "kdplatform"
+            if (module == prefix or whole) and len(prefix) > best:
                 best, index = len(prefix), i
     if index is None:
         raise AssertionError(f"module {module} is in no layer: add it to LAYERS")
@@ -165,6 +169,16 @@ def test_no_import_runs_back_up(graph):
     assert upward_imports(graph, LAYERS) == []
 
 
+def test_benchmarks_are_a_leaf_only_the_command_line_imports(graph):
+    importers = {
+        module
+        for module, targets in graph.items()
+        if any(t.startswith("kdplatform.bench") for t in targets)
+        and not module.startswith(("kdplatform.bench", "kdplatform.cli"))
+    }
+    assert importers == set()
+
+
 def test_the_checker_finds_a_circle_and_an_upward_import(tmp_path):
     """The checks above on a tree made to break both rules: they fail where they must."""
     files = {
@@ -178,6 +192,6 @@ def test_the_checker_finds_a_circle_and_an_upward_import(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     graph = import_graph(module_files(tmp_path, ("low", "high")))
-    assert graph["high.c"] == {"high.b", "low.a"}
+    assert graph["high.c"] == {"high.b", "low", "low.a"}  # `from low import a` runs low too
     assert import_circles(graph) == [["high.b", "low.a"]]
-    assert upward_imports(graph, (("low",), ("high",))) == ["low.a -> high.b"]
+    assert upward_imports(graph, (("low",), ("high",))) == ["low.a -> high", "low.a -> high.b"]

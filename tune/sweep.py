@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -376,3 +377,7 @@ def max_concurrent_trials(spec: SweepConfig) -> int:
             hint="lower resources.cpus_per_worker / workers, or use a bigger cluster",
         )
     return min(fits, spec.max_concurrent_trials or fits)
+
+
+if __name__ == "__main__":  # the script moved: tune is a library and imports no command line
+    sys.exit("the sweep's script is `python pipelines/sweep.py --config ...` (or `depthkd sweep`)")

@@ -1,5 +1,5 @@
-"""Tracking and registry on MLflow: one run per job, rank-0 logging with exactly-once metrics,
-depth image grids, and depth models logged, registered under aliases and loaded back.
+"""Tracking and registry on MLflow: one run per job, rank-0 logging with exactly-once metrics
+(depth image grids among them), and depth models logged, registered under aliases and loaded back.
 
 Every MLflow call of depthkd lives in this package; the rest of the code sees `JobRun` (plain
 data), `RunLogger` and the functions below.

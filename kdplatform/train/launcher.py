@@ -1,5 +1,5 @@
-"""Driver side of a stage: connect to (or start) Ray, build the `TorchTrainer`, run it, hand back
-the final metrics and exported models.
+"""Driver side of a stage: check the cluster, build the `TorchTrainer`, run it, hand back the
+final metrics and exported models.
 
 * Ray is joined or started by `kdplatform.raycluster.ensure_ray`.
 * The Ray run name is the job id plus the stage: running the same job id again resumes from the
