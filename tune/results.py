@@ -202,8 +202,8 @@ def register_best(
     with the sweep, trial, dataset, splits, protocol, val metrics and teacher version as tags; the
     test metrics (read now, after the choice) are report tags."""
     from kdplatform.data.shards import read_manifest
-    from kdplatform.eval.metrics import HEADLINE_METRICS
     from kdplatform.eval.runner import evaluate_split
+    from kdplatform.metric_names import HEADLINE_METRICS
     from kdplatform.tracking import model_registry
     from kdplatform.train.jobs import registration_tags
     from kdplatform.train.launcher import latest_export

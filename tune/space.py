@@ -3,6 +3,7 @@ the `Tuner` itself, new or restored from the sweep's directory."""
 
 from __future__ import annotations
 
+import math
 import signal
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,12 @@ from kdplatform.config.schema import ExperimentConfig
 from tune.spec import SweepConfig
 
 TUNE_DIR = "tune"
+
+
+def rounds_per_trial(spec: SweepConfig, base: ExperimentConfig) -> int:
+    """Evaluation rounds of a trial that runs to the full budget (ASHA's max_t)."""
+    steps = getattr(base, spec.stage).steps
+    return math.ceil(steps / base.train.eval_every)
 
 
 def param_space(spec: SweepConfig) -> dict[str, Any]:
@@ -72,8 +79,6 @@ def build_tuner(
     callbacks: list,
 ) -> tuple[tune.Tuner, bool]:
     """The sweep's `Tuner` and whether it was restored from `storage / "tune"`."""
-    from tune.sweep import rounds_per_trial
-
     path = storage / TUNE_DIR
     # a driver stopped before Tune's first state snapshot leaves tuner.pkl alone: start afresh
     if tune.Tuner.can_restore(path) and any(path.glob("experiment_state-*.json")):

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from kdplatform.config.schema import StrictModel
-from kdplatform.eval.metrics import METRIC_NAMES
+from kdplatform.metric_names import METRIC_NAMES
 
 STUDENT_KEY = "model.student.name"
 # What a trial may change: its stage's objective, loss settings and optimizer, the augmentation,

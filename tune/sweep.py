@@ -1,4 +1,5 @@
-"""The sweep driver: `depthkd sweep --config configs/sweep_demo.yaml` (= `python tune/sweep.py`).
+"""The sweep driver: `depthkd sweep --config configs/sweep_demo.yaml`
+(= `python pipelines/sweep.py`).
 
 In order, everything checkable is checked before Ray starts (the sweep YAML, the base experiment,
 every searched key at the ends of its range, the metric's split); then the data, one MLflow
@@ -172,10 +173,11 @@ def student_names(spec: SweepConfig, base: ExperimentConfig) -> list[str]:
 
 def run_sweep(spec: SweepConfig, *, log: Log = print, progress: bool = True) -> SweepOutcome:
     """Runs (or resumes) the sweep to the end; see the module docstring for the order."""
+    from kdplatform.raycluster import ensure_ray
     from kdplatform.tracking.runs import ensure_job_experiment, finish_job_run, open_job_run
     from kdplatform.tracking.store import tracking_uri
     from kdplatform.train.jobs import resolve_shards
-    from kdplatform.train.launcher import check_cluster, ensure_ray
+    from kdplatform.train.launcher import check_cluster
     from kdplatform.train.profile import data_profile
     from tune.trial import SWEEP_TAG
 
@@ -240,7 +242,7 @@ def _run(
     from kdplatform.train.unlabeled import mixes_unlabeled, needs_labelling, unlabeled_frames
     from tune import results as sweep_results
     from tune.console import SweepConsole
-    from tune.space import build_tuner, fit_interruptibly
+    from tune.space import build_tuner, fit_interruptibly, rounds_per_trial
     from tune.teachers import (
         ensure_teachers,
         labelling_teacher,
@@ -354,12 +356,6 @@ def _student_of(record: Any, base: ExperimentConfig) -> str:
     return str(record.params.get(STUDENT_KEY, base.model.student.name))
 
 
-def rounds_per_trial(spec: SweepConfig, base: ExperimentConfig) -> int:
-    """Evaluation rounds of a trial that runs to the full budget (ASHA's max_t)."""
-    steps = getattr(base, spec.stage).steps
-    return math.ceil(steps / base.train.eval_every)
-
-
 def max_concurrent_trials(spec: SweepConfig) -> int:
     """As many trials as the cluster's CPUs (and GPUs) fit, at most `max_concurrent_trials`.
 
@@ -383,12 +379,5 @@ def max_concurrent_trials(spec: SweepConfig) -> int:
     return min(fits, spec.max_concurrent_trials or fits)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python tune/sweep.py --config configs/sweep_demo.yaml [key=value ...]`."""
-    from kdplatform.cli.main import main as cli_main
-
-    return cli_main(["sweep", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the script moved: tune is a library and imports no command line
+    sys.exit("the sweep's script is `python pipelines/sweep.py --config ...` (or `depthkd sweep`)")

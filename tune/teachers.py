@@ -152,7 +152,7 @@ def student_costs(
     fails on the driver for a student name that does not exist."""
     import torch
 
-    from kdplatform.bench.models import count_params, median_latencies_ms
+    from kdplatform.eval.cost import count_params, median_latencies_ms
     from models.zoo import build_student
 
     height, width = frame_size(base, shards)

@@ -29,7 +29,7 @@ from kdplatform.config.loader import with_values
 from kdplatform.config.schema import ExperimentConfig
 from kdplatform.data.loader import unlabeled_batch_size
 from kdplatform.errors import ConfigError
-from kdplatform.train.jobs import load_model_reference
+from kdplatform.tracking.references import load_model_reference
 from kdplatform.train.profile import DataProfile, family_profile
 from kdplatform.train.schedule import build_optimizer, poly_scheduler
 from kdplatform.train.stages import STAGES, Batch

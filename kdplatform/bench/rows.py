@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kdplatform import atomic
-from kdplatform.bench.suite import Figure, Outcome, SuiteContext, row
+from kdplatform.bench.rowspec import Figure, Outcome, SuiteContext, row
 from kdplatform.bench.train import BENCH_PROFILE, TrainBenchSettings
 from kdplatform.environ import patched_environ
 from kdplatform.errors import ConfigError
@@ -145,7 +145,7 @@ def loader_s3(ctx: SuiteContext) -> Outcome:
     ratio_of="teacher / student",
 )
 def latency(ctx: SuiteContext) -> Outcome:
-    from kdplatform.bench.models import describe_models
+    from kdplatform.eval.cost import describe_models
 
     height, width = ctx.sizes.latency_size
     result = describe_models(
@@ -188,7 +188,7 @@ def train(ctx: SuiteContext) -> Outcome:
     import ray
 
     from kdplatform.bench.train import run_train_benchmark
-    from kdplatform.train.launcher import ensure_ray
+    from kdplatform.raycluster import ensure_ray
 
     s = ctx.sizes
     settings = TrainBenchSettings(
@@ -296,8 +296,8 @@ def newest_asha_result(out: Path) -> Path | None:
 
 
 def _run_asha(ctx: SuiteContext) -> tuple[dict[str, Any], Path]:
-    from kdplatform.cli.bench import BENCH_SWEEP_CONFIG
-    from tune.bench import run_asha_benchmark
+    from kdplatform.bench.sweep import run_asha_benchmark
+    from kdplatform.config.files import BENCH_SWEEP_CONFIG
     from tune.sweep import load_sweep
 
     spec = load_sweep(BENCH_SWEEP_CONFIG, [])

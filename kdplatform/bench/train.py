@@ -249,7 +249,7 @@ def _ray_side(
 def _ensure_ray(threads: int) -> str:
     import ray
 
-    from kdplatform.train.launcher import ensure_ray
+    from kdplatform.raycluster import ensure_ray
 
     label = ensure_ray()
     cpus = ray.cluster_resources().get("CPU", 0)

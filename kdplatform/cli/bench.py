@@ -25,12 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from kdplatform import atomic
-from kdplatform.cli.config import DEFAULT_CONFIG
+from kdplatform.config.files import BENCH_KD_CONFIG, BENCH_SWEEP_CONFIG, DEFAULT_CONFIG
 from kdplatform.config.schema import default_workers, depthkd_home
 from kdplatform.errors import ConfigError
 
-BENCH_KD_CONFIG = DEFAULT_CONFIG.with_name("bench_kd.yaml")
-BENCH_SWEEP_CONFIG = DEFAULT_CONFIG.with_name("sweep_bench.yaml")
 ALL_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
 
 
@@ -397,7 +395,8 @@ def run_loader(args: argparse.Namespace) -> int:
 
 def run_all(args: argparse.Namespace) -> int:
     from kdplatform import storage
-    from kdplatform.bench.suite import FULL, QUICK, SuiteContext, run_suite, selected_rows
+    from kdplatform.bench.rowspec import FULL, QUICK, SuiteContext
+    from kdplatform.bench.suite import run_suite, selected_rows
     from kdplatform.cli import EXIT_ERROR
     from kdplatform.config.loader import load_config
     from kdplatform.config.schema import ModelConfig
@@ -520,7 +519,7 @@ def _sweep_benchmark(args: argparse.Namespace, benchmark: Callable) -> Any:
 
 
 def run_asha(args: argparse.Namespace) -> int:
-    from tune.bench import run_asha_benchmark
+    from kdplatform.bench.sweep import run_asha_benchmark
 
     result = _sweep_benchmark(args, run_asha_benchmark)
     print(f"\nASHA run ({result.configurations} configurations):\n{result.asha_table}")
@@ -536,7 +535,7 @@ def run_asha(args: argparse.Namespace) -> int:
 
 
 def run_trial_overhead(args: argparse.Namespace) -> int:
-    from tune.bench import run_overhead_benchmark
+    from kdplatform.bench.sweep import run_overhead_benchmark
 
     result = _sweep_benchmark(args, run_overhead_benchmark)
     stage = ", ".join(f"{s:.1f}" for s in result.alone_stage_seconds)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from kdplatform.config.files import DEFAULT_CONFIG
 from kdplatform.config.loader import dump_config, load_config
-
-# The embedded default experiment, shipped beside the packages (also in `ray job submit` uploads).
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

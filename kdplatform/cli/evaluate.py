@@ -72,7 +72,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from kdplatform.config.loader import load_config
     from kdplatform.eval.protocols import get_protocol
     from kdplatform.eval.runner import evaluate_split
-    from kdplatform.train.jobs import load_model_reference, resolve_shards
+    from kdplatform.tracking.references import load_model_reference
+    from kdplatform.train.jobs import resolve_shards
     from kdplatform.train.profile import data_profile
 
     cfg = load_config(args.config, args.overrides)

@@ -60,7 +60,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_describe(args: argparse.Namespace) -> int:
-    from kdplatform.bench.models import describe_models
+    from kdplatform.eval.cost import describe_models
 
     student = validate_options(
         StudentConfig, {"name": args.student, "lg_global": not args.no_lg_global}

@@ -7,9 +7,7 @@ import argparse
 from pathlib import Path
 
 from kdplatform.cli import EXIT_INTERRUPTED
-from kdplatform.cli.config import DEFAULT_CONFIG
-
-DEFAULT_SWEEP = DEFAULT_CONFIG.with_name("sweep_demo.yaml")
+from kdplatform.config.files import SWEEP_DEMO_CONFIG
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -21,7 +19,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--config",
         type=Path,
-        default=DEFAULT_SWEEP if DEFAULT_SWEEP.is_file() else None,
+        default=SWEEP_DEMO_CONFIG if SWEEP_DEMO_CONFIG.is_file() else None,
         help="sweep YAML (default: configs/sweep_demo.yaml)",
     )
     parser.add_argument(

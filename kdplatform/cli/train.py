@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(ctx: JobContext, console: JobConsole, started: float) -> None:
-    from kdplatform.eval.metrics import HEADLINE_METRICS
+    from kdplatform.metric_names import HEADLINE_METRICS
     from kdplatform.tracking.links import run_page_lines
     from kdplatform.train.jobs import run_job, split_metrics
 
@@ -129,7 +129,7 @@ def _final_models(ctx: JobContext) -> dict[str, Path]:
 
 def _latency_line(models: dict[str, Path], ctx: JobContext) -> str:
     """Median CPU latency at batch 1 and the eval frame size, the models taking turns."""
-    from kdplatform.bench.models import median_latencies_ms
+    from kdplatform.eval.cost import median_latencies_ms
     from kdplatform.eval.preview import first_frames
     from kdplatform.eval.runner import depth_network
     from models.serialization import load_model

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from kdplatform.data.constants import UNLABELED_SPLIT
+from kdplatform.metric_names import METRIC_NAMES
 from kdplatform.storage import parse_location
 
 # A local path (made absolute) or an `s3://bucket/prefix` URL: what a cluster's nodes share.
@@ -179,6 +179,10 @@ class AugmentConfig(StrictModel):
         if value is not None and min(value) < 1:
             raise ValueError(f"crop must be (height, width) >= 1, got {value}")
         return value
+
+
+# The bundled synthetic set's split of RGB-only frames (has_gt false; its depth is never written).
+UNLABELED_SPLIT = "unlabeled"
 
 
 class DataConfig(StrictModel):
@@ -662,8 +666,6 @@ class PromotionConfig(StrictModel):
 
     @model_validator(mode="after")
     def _known_metrics(self) -> PromotionConfig:
-        from kdplatform.eval.metrics import METRIC_NAMES
-
         named = {"promotion.metric": [self.metric]} | {
             f"promotion.{section}": list(getattr(self, section)) for section in ("guards", "floor")
         }

@@ -16,8 +16,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from kdplatform.config.schema import DataConfig, PrepareConfig, SynthConfig
-from kdplatform.data.constants import UNLABELED_SPLIT
+from kdplatform.config.schema import UNLABELED_SPLIT, DataConfig, PrepareConfig, SynthConfig
 from kdplatform.data.shards import prepare_shards, read_manifest, split_entry, verify_shards
 from kdplatform.data.sources import build_source
 from kdplatform.data.sources.synthetic import write_synthetic

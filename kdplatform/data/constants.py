@@ -21,8 +21,8 @@ KB_CROP = (352, 1216)
 KITTI_MAX_DEPTH = 80.0
 NYU_MAX_DEPTH = 10.0
 
-# Shard split of RGB-only frames (has_gt false) in the bundled synthetic set.
-UNLABELED_SPLIT = "unlabeled"
+# The largest value a 16-bit PNG stores.
+UINT16_MAX = 65535
 
 # Pseudo-label confidence maps (`<key>.confidence.png`): confidence = stored uint16 value / scale.
-CONFIDENCE_SCALE = 65535
+CONFIDENCE_SCALE = UINT16_MAX

@@ -1,7 +1,7 @@
 """Evaluation: per-image depth metrics, named protocols (crops, clamps, KITTI conventions), flip
 test-time augmentation and offline evaluation of PNG predictions."""
 
-from kdplatform.eval.metrics import METRIC_NAMES, MetricSums, compute_metrics, metrics_vector
+from kdplatform.eval.metrics import MetricSums, compute_metrics, metrics_vector
 from kdplatform.eval.pngs import PngEvalReport, evaluate_pngs
 from kdplatform.eval.protocols import (
     PROTOCOLS,
@@ -14,7 +14,6 @@ from kdplatform.eval.protocols import (
 from kdplatform.eval.tta import TTA_MODES, edge_blend_weights, predict_with_flip
 
 __all__ = [
-    "METRIC_NAMES",
     "PROTOCOLS",
     "TTA_MODES",
     "MetricSums",

@@ -22,10 +22,8 @@ import torch
 import torch.distributed as dist
 
 from kdplatform.errors import DataError
+from kdplatform.metric_names import METRIC_NAMES
 
-METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "d1", "d2", "d3")
-HIGHER_IS_BETTER = frozenset({"d1", "d2", "d3"})  # the accuracies; every other metric is an error
-HEADLINE_METRICS = ("abs_rel", "rmse", "d1")  # what one-line summaries show
 # Threshold accuracies: fraction of pixels with max(g/p, p/g) < 1.25**k (strict).
 DELTA_BASE = 1.25
 _LN10 = math.log(10.0)

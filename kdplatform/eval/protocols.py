@@ -34,7 +34,8 @@ from kdplatform.data.constants import (
     NYU_SIZE,
 )
 from kdplatform.errors import DataError
-from kdplatform.eval.metrics import METRIC_NAMES, ArrayLike, compute_metrics
+from kdplatform.eval.metrics import ArrayLike, compute_metrics
+from kdplatform.metric_names import METRIC_NAMES
 from kdplatform.registry import Registry
 
 # Crops as (top, bottom, left, right) fractions of the ground truth's own size, truncated with int()

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdplatform.bench.models import median_latencies_ms
 from kdplatform.errors import ConfigError
+from kdplatform.eval.cost import median_latencies_ms
 from kdplatform.inference.predictor import META_KEY, Predictor, load_predictor, model_predictor
 from models.serialization import model_meta
 
@@ -112,7 +112,7 @@ def export_model(
 
 
 def _model_of(ref: str) -> nn.Module:
-    from kdplatform.train.jobs import load_model_reference
+    from kdplatform.tracking.references import load_model_reference
 
     return load_model_reference(ref, expect="student").eval()
 

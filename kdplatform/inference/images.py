@@ -11,10 +11,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from kdplatform import atomic
+from kdplatform.data.constants import UINT16_MAX
 from kdplatform.errors import DataError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
-UINT16_MAX = 65535
 
 
 def read_rgb(path: Path) -> np.ndarray:

@@ -74,7 +74,7 @@ def load_predictor(ref: str) -> Predictor:
 
 
 def torch_predictor(ref: str) -> Predictor:
-    from kdplatform.train.jobs import load_model_reference
+    from kdplatform.tracking.references import load_model_reference
 
     return model_predictor(load_model_reference(ref, expect="student"), ref)
 

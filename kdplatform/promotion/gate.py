@@ -24,8 +24,8 @@ import torch
 from kdplatform.config.schema import ExperimentConfig, depthkd_home
 from kdplatform.data.shards import read_manifest
 from kdplatform.errors import ConfigError, RegistryError
-from kdplatform.eval.metrics import HEADLINE_METRICS
 from kdplatform.locking import exclusive_lock
+from kdplatform.metric_names import HEADLINE_METRICS
 from kdplatform.promotion.policy import Decision, decide
 from kdplatform.tracking import promotion as registry
 from kdplatform.tracking.model_registry import load_registered_model
@@ -307,7 +307,7 @@ def _evaluate(
 
 
 def _latency_ms(model: torch.nn.Module, height: int, width: int) -> float:
-    from kdplatform.bench.models import median_latencies_ms
+    from kdplatform.eval.cost import median_latencies_ms
 
     image = torch.rand(1, 3, height, width)
     timed = median_latencies_ms(

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kdplatform.config.schema import PromotionConfig
-from kdplatform.eval.metrics import HIGHER_IS_BETTER
+from kdplatform.metric_names import HIGHER_IS_BETTER
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from kdplatform.data import images
+from kdplatform.data.constants import UINT16_MAX
 from kdplatform.data.sources.base import EncodedSample
-from kdplatform.inference.images import UINT16_MAX
 
 FORMAT_VERSION = 1  # of the pseudo-label record and samples (the shard format is shards.py's)
 PROGRESS_FILE = "pseudo_labels.partial.json"  # the resume record, gone once the manifest is out

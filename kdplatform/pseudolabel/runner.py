@@ -47,6 +47,7 @@ from kdplatform.pseudolabel.reader import ShardReader
 from kdplatform.pseudolabel.source import SourceSplit, frame_size, open_source
 from kdplatform.pseudolabel.teacher import TeacherFile, resolve_teacher
 from kdplatform.pseudolabel.writer import ShardAssembler, write_shard
+from kdplatform.raycluster import ensure_ray
 from kdplatform.storage import Location
 
 ShardHook = Callable[[str, int], None]  # (shard name, shards written so far in this run)
@@ -397,8 +398,6 @@ def _ray_session(say: Callable[[str], None]) -> Iterator[None]:
     """
     started = not ray.is_initialized()
     if started:
-        from kdplatform.train.launcher import ensure_ray
-
         say(f"Ray: {ensure_ray(log_to_driver=False)}")
     context = ray.data.DataContext.get_current()
     names = ("enable_progress_bars", "wait_for_min_actors_s", "raise_original_map_exception")

@@ -1,12 +1,11 @@
-"""Tracking and registry on MLflow: one run per job, rank-0 logging with exactly-once metrics,
-depth image grids, and depth models logged, registered under aliases and loaded back.
+"""Tracking and registry on MLflow: one run per job, rank-0 logging with exactly-once metrics
+(depth image grids among them), and depth models logged, registered under aliases and loaded back.
 
 Every MLflow call of depthkd lives in this package; the rest of the code sees `JobRun` (plain
 data), `RunLogger` and the functions below.
 """
 
 from kdplatform.tracking import _telemetry_off  # noqa: F401  (first: before MLflow loads)
-from kdplatform.tracking.images import depth_grid
 from kdplatform.tracking.logger import RunLogger
 from kdplatform.tracking.model_registry import (
     load_registered_model,
@@ -21,7 +20,6 @@ __all__ = [
     "JobRun",
     "RunLogger",
     "artifact_root",
-    "depth_grid",
     "ensure_experiment",
     "finish_job_run",
     "load_registered_model",

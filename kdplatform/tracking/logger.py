@@ -23,7 +23,7 @@ from mlflow.entities import Metric, Param, RunTag
 from PIL import Image
 
 from kdplatform.errors import ConfigError
-from kdplatform.tracking.images import depth_grid
+from kdplatform.eval.grids import depth_grid
 from kdplatform.tracking.params import MAX_TAG_VALUE, flatten_params
 from kdplatform.tracking.runs import JobRun
 from kdplatform.tracking.store import client_for

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,16 +32,18 @@ from kdplatform.console import StageProgress
 from kdplatform.data.bundled import ensure_shards
 from kdplatform.data.shards import read_manifest, sha256_file
 from kdplatform.errors import CheckpointError, ConfigError, RegistryError
-from kdplatform.eval.metrics import HEADLINE_METRICS
 from kdplatform.eval.runner import evaluate_split
 from kdplatform.locking import exclusive_lock
+from kdplatform.metric_names import HEADLINE_METRICS
+from kdplatform.raycluster import ensure_ray
 from kdplatform.storage import Location
 from kdplatform.tracking import model_registry
 from kdplatform.tracking.datasets import log_dataset_input
 from kdplatform.tracking.logger import RunLogger
+from kdplatform.tracking.references import load_model_reference
 from kdplatform.tracking.runs import JobRun, finish_job_run, open_job_run
 from kdplatform.tracking.store import tracking_uri
-from kdplatform.train.launcher import StageResult, check_cluster, ensure_ray, run_stage
+from kdplatform.train.launcher import StageResult, check_cluster, run_stage
 from kdplatform.train.profile import DataProfile, data_profile
 from kdplatform.train.stages import STAGES
 from kdplatform.train.strategy import check_strategy
@@ -186,19 +187,6 @@ def prepare_job(cfg: ExperimentConfig, job: str, *, progress: bool = True) -> Jo
     )
     ctx.inputs = resolve_inputs(ctx)
     return ctx
-
-
-def load_model_reference(ref: str, *, expect: str | None = None) -> nn.Module:
-    """A model from a file exported by training (local or `s3://`), a registered model or a run
-    id."""
-    if storage.is_remote(ref):
-        with tempfile.TemporaryDirectory(prefix="depthkd-model-") as scratch:
-            path = storage.download_file(ref, Path(scratch) / "model.pt")
-            return load_model(path, expect=expect)
-    path = Path(ref).expanduser()
-    if path.exists():
-        return load_model(path, expect=expect)
-    return model_registry.load_registered_model(model_registry.resolve_model_reference(ref))
 
 
 def _is_state_dict_file(ref: str) -> bool:

@@ -158,7 +158,7 @@ def test_gpu_step_variants_run_on_the_cpu() -> None:
     """The GPU row's code path (device, bf16 autocast, channels_last) on the CPU, tiny."""
     from kdplatform.bench.gpu import run_gpu_benchmark
     from kdplatform.bench.train import TrainBenchSettings
-    from kdplatform.cli.config import DEFAULT_CONFIG
+    from kdplatform.config.files import DEFAULT_CONFIG
     from kdplatform.config.loader import load_config
 
     settings = TrainBenchSettings(steps=1, warmup=1, batch_size=2, height=64, width=96, threads=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kdplatform.cli.config import DEFAULT_CONFIG
+from kdplatform.config.files import DEFAULT_CONFIG
 from kdplatform.config.loader import load_config
 from kdplatform.data.constants import KITTI_MAX_DEPTH
 from kdplatform.data.shards import sha256_file

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kdplatform.config.schema import DataConfig, SynthConfig
+from kdplatform.config.schema import UNLABELED_SPLIT, DataConfig, SynthConfig
 from kdplatform.data.bundled import ensure_shards, synthetic_dir
-from kdplatform.data.constants import UNLABELED_SPLIT
 from kdplatform.data.shards import LOCK_FILE, MANIFEST, read_manifest, read_tar, verify_shards
 from kdplatform.errors import ConfigError, DataError
 

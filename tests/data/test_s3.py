@@ -105,7 +105,7 @@ def test_a_model_file_in_s3_is_a_model_reference(bucket, tmp_path: Path) -> None
     import torch
 
     from kdplatform.config.schema import StudentConfig
-    from kdplatform.train.jobs import load_model_reference
+    from kdplatform.tracking.references import load_model_reference
     from models.serialization import save_model
     from models.zoo import build_student
 

@@ -11,8 +11,8 @@ import pytest
 from kdplatform.cli.main import main
 from kdplatform.data.images import encode_depth
 from kdplatform.errors import DataError
-from kdplatform.eval.metrics import METRIC_NAMES
 from kdplatform.eval.pngs import evaluate_pngs
+from kdplatform.metric_names import METRIC_NAMES
 
 
 def _write(path, depth_m, scale):

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from kdplatform.errors import DataError
-from kdplatform.eval.metrics import METRIC_NAMES, MetricSums, compute_metrics, metrics_vector
+from kdplatform.eval.metrics import MetricSums, compute_metrics, metrics_vector
+from kdplatform.metric_names import METRIC_NAMES
 
 
 def test_metrics_match_hand_computed_values():

@@ -9,8 +9,8 @@ import pytest
 from ray import tune as ray_tune
 
 from kdplatform.errors import ConfigError
-from tune.space import param_space, scheduler
-from tune.sweep import base_experiment, load_sweep, rounds_per_trial
+from tune.space import param_space, rounds_per_trial, scheduler
+from tune.sweep import base_experiment, load_sweep
 from tune.teachers import needs_acclimated_teacher
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,4 +1,6 @@
-"""Size, compute and CPU latency of a student, a teacher and its ghost decoder, measured in one run.
+"""What a model costs to run: size, compute and CPU latency of a student, a teacher and its ghost
+decoder, measured in one run; shared by `depthkd models describe`, the promotion gate's latency
+budget, export's timing, sweeps and the benchmarks.
 
 * params: all parameters of the module (buffers excluded).
 * GFLOPs: `torch.utils.flop_counter.FlopCounterMode` at batch 1 — matmuls and convolutions,

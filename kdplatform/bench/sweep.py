@@ -80,7 +80,7 @@ class AshaBenchResult:
 def run_asha_benchmark(spec: SweepConfig, *, tag: str, log: Log = print) -> AshaBenchResult:
     """ASHA, then the full budget, on the same random draws (searcher seed) and teacher."""
     from tune import results
-    from tune.sweep import rounds_per_trial
+    from tune.space import rounds_per_trial
 
     if spec.searcher.type == "optuna":  # TPE adapts to results: the two runs would differ
         spec = spec.model_copy(

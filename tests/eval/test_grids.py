@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdplatform.tracking.images import depth_grid
+from kdplatform.eval.grids import depth_grid
 
 H, W = 10, 14
 
