@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(PY) pipelines/distill.py
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not multiproc"

@@ -2,8 +2,9 @@
 data exists once: generation and sharding take a lock, the second job waits and reuses them. The
 same config started twice is one job id: the second run waits for the first, then resumes it.
 
-The jobs are one-stage `supervised` jobs of configs/tiny.yaml: what is tested is the locking
-around the data and the job, which every job takes the same way however many stages it runs."""
+The jobs are one-stage `supervised` jobs of configs/tiny.yaml, run in the driver (train.workers=0):
+what is tested is the locking around the data and the job, which every job's driver takes the same
+way however many stages and workers it runs."""
 
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ def test_two_jobs_started_together_on_a_fresh_home_both_finish(tmp_path) -> None
     for name, job in (("first", "first"), ("second", "second"), ("again", "second")):
         log = (tmp_path / f"{name}.log").open("w")
         command = [sys.executable, "-m", "kdplatform.cli.main", "supervised", "--config"]
-        command += [str(REPO / "configs" / "tiny.yaml"), f"name={job}", "--quiet"]
+        # train.workers=0: the stage runs in the driver, where the locks are taken
+        command += [str(REPO / "configs" / "tiny.yaml"), f"name={job}", "train.workers=0"]
+        command += ["--quiet"]
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
         jobs.append((name, process, log))
     for name, process, log in jobs:
