@@ -198,8 +198,10 @@ class DataConfig(StrictModel):
         "val", description="split of training-time evaluation, early stopping and selection"
     )
     test_split: str = Field("test", description="held-out split of the final report only")
-    batch_size: int = Field(8, ge=1)
-    eval_batch_size: int = Field(4, ge=1)
+    batch_size: int = Field(
+        8, ge=1, description="labeled frames per step on each rank (global: × train.workers)"
+    )
+    eval_batch_size: int = Field(4, ge=1, description="frames per evaluation batch on each rank")
     num_workers: int = Field(2, ge=0, description="loader processes per rank")
     shuffle_buffer: int = Field(256, ge=0)
     steps_per_epoch: int = Field(50, ge=1, description="batches per rank per epoch")
