@@ -31,7 +31,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TextIO
@@ -41,6 +41,8 @@ import ray
 from kdplatform.environ import patched_environ
 
 LOG_NAME = "job.log"
+# Where drivers, passes, sweeps and benchmarks write their one-line events (print, or a console's).
+Log = Callable[[str], None]
 # the environment of Ray Train workers: plain `print` (see the module docstring)
 WORKER_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
 RAY_PLAIN_LOG = {"RAY_COLOR_PREFIX": "0"}  # the driver writes forwarded lines without colours

@@ -18,16 +18,17 @@ from __future__ import annotations
 import fcntl
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from kdplatform.console import Log
 from kdplatform.errors import DepthKDError
 
 
 @contextmanager
 def exclusive_lock(
-    path: Path, *, message: str | None = None, announce: Callable[[str], None] | None = None
+    path: Path, *, message: str | None = None, announce: Log | None = None
 ) -> Iterator[None]:
     """Holds an exclusive lock on `path` (created if missing) for the duration of the block.
 

@@ -17,7 +17,6 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +24,12 @@ from typing import Any
 from kdplatform import atomic
 from kdplatform.config.loader import dump_config, load_config, save_config, with_values
 from kdplatform.config.schema import ExperimentConfig, depthkd_home
+from kdplatform.console import Log
 from kdplatform.errors import ConfigError
 from kdplatform.storage import Location
 from kdplatform.tracking.server import local_tracking_server
 from tune.spec import STUDENT_KEY, SweepConfig
 
-Log = Callable[[str], None]
 IDENTITY_FILE = "identity.json"
 REGISTERED_FILE = "registered.json"
 

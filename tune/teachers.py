@@ -12,17 +12,16 @@ reuses them.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kdplatform import atomic
 from kdplatform.config.loader import with_values
 from kdplatform.config.schema import TEACHER_ONLINE_TERMS, ExperimentConfig
+from kdplatform.console import Log
 from kdplatform.train.profile import DataProfile
 from tune.spec import SweepConfig
 
-Log = Callable[[str], None]
 TEACHERS_FILE = "teachers.json"
 DEPTH_TEACHER = "depth teacher"  # its entry in TEACHERS_FILE (the others are student names)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import shutil
 import statistics
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from torch import nn
 
 from kdplatform.bench.train import BENCH_PROFILE, StepTiming, TrainBenchSettings, timed_steps
 from kdplatform.config.schema import ExperimentConfig
+from kdplatform.console import Log
 
 # name -> (channels_last, torch.compile)
 VARIANTS: dict[str, tuple[bool, bool]] = {
@@ -87,7 +88,7 @@ def run_gpu_benchmark(
     variants: Sequence[str] = tuple(VARIANTS),
     rounds: int = 2,
     amp: torch.dtype = torch.bfloat16,
-    log: Callable[[str], None] | None = print,
+    log: Log | None = print,
 ) -> GpuBenchResult:
     """Times the distill step under each of `variants` (names of `VARIANTS`), alternating."""
     from models.serialization import save_model

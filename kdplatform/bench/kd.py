@@ -29,7 +29,6 @@ from __future__ import annotations
 import platform
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ import torch
 from kdplatform import atomic
 from kdplatform.config.loader import with_values
 from kdplatform.config.schema import ExperimentConfig
+from kdplatform.console import Log
 from kdplatform.data.shards import read_manifest, split_entry
 from kdplatform.errors import ConfigError
 from kdplatform.eval.runner import evaluate_split
@@ -180,7 +180,7 @@ def _metrics(ctx: JobContext, stage: str) -> dict[str, dict[str, float]]:
 class _Runner:
     """Runs the benchmark's jobs, each under its own job id, and remembers their models."""
 
-    def __init__(self, cfg: ExperimentConfig, tag: str, log: Callable[[str], None]) -> None:
+    def __init__(self, cfg: ExperimentConfig, tag: str, log: Log) -> None:
         self.cfg, self.tag, self.log = cfg, tag, log
         self.seconds: dict[str, float] = {}
 
@@ -309,7 +309,7 @@ def run_kd_benchmark(
     *,
     seeds: list[int],
     tag: str,
-    log: Callable[[str], None] = print,
+    log: Log = print,
     rows: tuple[KDRow, ...] = ROWS,
 ) -> KDBenchResult:
     """Trains the teacher once, then each of `rows` for each seed; see the module doc."""

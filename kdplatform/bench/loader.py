@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from kdplatform import storage
 from kdplatform.config.schema import AugmentConfig, DataConfig, PrepareConfig
+from kdplatform.console import Log
 from kdplatform.data.augment import augment
 from kdplatform.data.constants import NYU_DEPTH_SCALE
 from kdplatform.data.loader import collate, train_loader
@@ -191,7 +192,7 @@ def alternating_rates(
     batches: int,
     batch_size: int,
     before_pass: Callable[[], None] | None = None,
-    log: Callable[[str], None] | None = print,
+    log: Log | None = print,
 ) -> dict[str, list[float]]:
     """samples/s of each loader per round: the loaders take turns, in the given order in even
     rounds and reversed in odd ones, so load from other work hits all of them alike."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from kdplatform.bench.loader import (
     per_file_loader,
     shard_loader,
 )
+from kdplatform.console import Log
 from kdplatform.data.shards import upload_shards
 from kdplatform.errors import DataError
 
@@ -115,7 +115,7 @@ def run_s3_loader_benchmark(
     rounds: int = 3,
     seed: int = 0,
     progress: bool = True,
-    log: Callable[[str], None] | None = print,
+    log: Log | None = print,
 ) -> S3LoaderBenchResult:
     """Uploads the benchmark's frames (cached under `work`) both ways under `url`, then times the
     two loaders alternately, reading from S3 only."""

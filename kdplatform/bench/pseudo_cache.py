@@ -27,6 +27,7 @@ from torch import nn
 
 from kdplatform.config.loader import with_values
 from kdplatform.config.schema import ExperimentConfig
+from kdplatform.console import Log
 from kdplatform.data.loader import unlabeled_batch_size
 from kdplatform.errors import ConfigError
 from kdplatform.tracking.references import load_model_reference
@@ -124,7 +125,7 @@ def run_pseudo_cache_benchmark(
     warmup: int = 2,
     rounds: int = 3,
     threads: int = 2,
-    log: Callable[[str], None] = print,
+    log: Log = print,
 ) -> PseudoCacheBenchResult:
     """Times the cached and the online step alternately; needs `model.teacher.checkpoint`."""
     if cfg.model.teacher.checkpoint is None:

@@ -32,7 +32,6 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ import ray
 import torch
 
 from kdplatform.config.schema import PrepareConfig, TeacherConfig
+from kdplatform.console import Log
 from kdplatform.data.shards import prepare_shards
 from kdplatform.data.sources import build_source
 from kdplatform.data.sources.synthetic import write_synthetic
@@ -167,7 +167,7 @@ def run_pseudo_label_benchmark(
     threads: int = 2,
     rounds: int = 3,
     teacher: str | None = None,
-    log: Callable[[str], None] = print,
+    log: Log = print,
 ) -> PseudoLabelBenchResult:
     """Builds the source (cached) and a swin_micro teacher file (unless `teacher`), then times
     both passes alternately on an embedded Ray of `threads` CPUs (or the connected Ray)."""
@@ -212,7 +212,7 @@ def _alternate(
     batch_size: int,
     threads: int,
     rounds: int,
-    log: Callable[[str], None],
+    log: Log,
 ) -> PseudoLabelBenchResult:
     rates: dict[str, list[float]] = {"plain": [], "ray": []}
     steady: dict[str, list[float]] = {"plain": [], "ray": []}

@@ -21,7 +21,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from typing import Any
 from kdplatform import __version__, atomic
 from kdplatform.bench.machine import hostname, machine_info
 from kdplatform.bench.rowspec import ROW_ORDER, ROWS, Figure, Outcome, RowSpec, SuiteContext
+from kdplatform.console import Log
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "benchmarks" / "results"
@@ -162,7 +163,7 @@ def redact(text: str, secrets: set[str]) -> str:
 
 
 def run_suite(
-    ctx: SuiteContext, specs: Sequence[RowSpec], *, log: Callable[[str], None] = print
+    ctx: SuiteContext, specs: Sequence[RowSpec], *, log: Log = print
 ) -> tuple[dict[str, Any], list[Path]]:
     """Runs `specs` in order, then writes the JSON result and the Markdown table (atomically).
 

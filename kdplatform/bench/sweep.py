@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kdplatform.config.loader import with_values
+from kdplatform.console import Log
 from kdplatform.errors import ConfigError
 from tune.spec import SweepConfig
 from tune.sweep import SweepOutcome, base_experiment, run_sweep
-
-Log = Callable[[str], None]
 
 
 def _named(spec: SweepConfig, name: str, **update: object) -> SweepConfig:

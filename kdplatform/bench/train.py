@@ -39,6 +39,7 @@ from torch import nn
 from kdplatform import atomic
 from kdplatform.config.loader import with_values
 from kdplatform.config.schema import LOSS_TERMS, ExperimentConfig
+from kdplatform.console import Log
 from kdplatform.data.constants import NYU_MAX_DEPTH
 from kdplatform.errors import ConfigError, DepthKDError
 from kdplatform.train.profile import DataProfile
@@ -266,7 +267,7 @@ def run_train_benchmark(
     settings: TrainBenchSettings,
     *,
     rounds: int = 3,
-    log: Callable[[str], None] = print,
+    log: Log = print,
 ) -> TrainBenchResult:
     """Times the distill step plain and through Ray Train, alternating, `rounds` times each."""
     log(f"ray: {_ensure_ray(settings.threads)}")

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from kdplatform.config.schema import ExperimentConfig, depthkd_home
+from kdplatform.console import Log
 from kdplatform.data.shards import read_manifest
 from kdplatform.errors import ConfigError, RegistryError
 from kdplatform.locking import exclusive_lock
@@ -31,7 +31,6 @@ from kdplatform.tracking import promotion as registry
 from kdplatform.tracking.model_registry import load_registered_model
 from kdplatform.tracking.promotion import VersionInfo
 
-Log = Callable[[str], None]
 LATENCY_REPEATS, LATENCY_WARMUP = 10, 2
 
 

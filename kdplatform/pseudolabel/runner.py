@@ -29,6 +29,7 @@ import ray
 from tqdm import tqdm
 
 from kdplatform import __version__, atomic
+from kdplatform.console import Log
 from kdplatform.data import shards
 from kdplatform.data.shards import MANIFEST, manifest_fingerprint, read_manifest
 from kdplatform.errors import ConfigError, DataError, DepthKDError
@@ -123,7 +124,7 @@ def label_shards(
     force: bool = False,
     progress: bool = True,
     stream: TextIO | None = None,
-    log: Callable[[str], None] | None = None,
+    log: Log | None = None,
     on_shard: ShardHook | None = None,
 ) -> PseudoLabelReport:
     """Labels split `split` of the shard set `source` with `teacher` into the shard dir `out`.
@@ -261,7 +262,7 @@ def _label_pending(
     concurrency: int | None,
     progress: bool,
     stream: TextIO | None,
-    say: Callable[[str], None],
+    say: Log,
     on_shard: ShardHook | None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Runs the Ray Data pass over the shards not in `finished`; returns all finished shards and
@@ -388,7 +389,7 @@ def _depthkd_cause(exc: BaseException) -> DepthKDError | None:
 
 
 @contextlib.contextmanager
-def _ray_session(say: Callable[[str], None]) -> Iterator[None]:
+def _ray_session(say: Log) -> Iterator[None]:
     """The Ray this process is connected to, else one started for the pass and shut down after.
 
     Ray Data's own progress bars are off (the pass draws one of frames), and the pass starts

@@ -28,7 +28,7 @@ from torch import nn
 from kdplatform import atomic, storage
 from kdplatform.config.loader import dump_config
 from kdplatform.config.schema import ExperimentConfig, depthkd_home
-from kdplatform.console import StageProgress
+from kdplatform.console import Log, StageProgress
 from kdplatform.data.bundled import ensure_shards
 from kdplatform.data.shards import read_manifest, sha256_file
 from kdplatform.errors import CheckpointError, ConfigError, RegistryError
@@ -294,7 +294,7 @@ def resolve_inputs(ctx: JobContext) -> dict[str, Path]:
 
 
 def run_job(
-    ctx: JobContext, *, log: callable = print, progress: StageProgress | None = None
+    ctx: JobContext, *, log: Log = print, progress: StageProgress | None = None
 ) -> JobContext:
     """Runs the job's stages in order, logs everything to one MLflow run and registers models.
 
@@ -311,7 +311,7 @@ def run_job(
         return _run_job(ctx, log=log, progress=progress)
 
 
-def _run_job(ctx: JobContext, *, log: callable, progress: StageProgress | None) -> JobContext:
+def _run_job(ctx: JobContext, *, log: Log, progress: StageProgress | None) -> JobContext:
     cfg = ctx.cfg
     started = time.perf_counter()
     log(f"ray: {ensure_ray()}")
@@ -434,7 +434,7 @@ def registration_tags(
 
 
 def _test_report(
-    ctx: JobContext, result: StageResult, logger: RunLogger, log: callable
+    ctx: JobContext, result: StageResult, logger: RunLogger, log: Log
 ) -> dict[str, float]:
     """The held-out test metrics of the stage's first exported model (after training: a report,
     not a selection); logged as `<stage>/test/<metric>` at the stage's last step."""
@@ -450,7 +450,7 @@ def _report_model(
     path: Path,
     step: int,
     logger: RunLogger,
-    log: callable,
+    log: Log,
 ) -> dict[str, float]:
     cfg = ctx.cfg
     split = cfg.data.test_split
@@ -471,7 +471,7 @@ def _report_model(
 GIVEN_TEACHERS = {"pretrained": "teacher", "acclimated": "acclimate"}
 
 
-def _report_given_teachers(ctx: JobContext, logger: RunLogger, log: callable) -> None:
+def _report_given_teachers(ctx: JobContext, logger: RunLogger, log: Log) -> None:
     """Test metrics of the teachers the config gives, so that the gap between student and
     teacher is measured in every job, on the same split and protocol."""
     for kind, stage in GIVEN_TEACHERS.items():

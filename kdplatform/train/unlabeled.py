@@ -9,10 +9,10 @@ labels them online. Jobs and sweeps both come here, so a sweep labels once for a
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from kdplatform.config.schema import ExperimentConfig
+from kdplatform.console import Log
 from kdplatform.pseudolabel import label_shards
 from kdplatform.pseudolabel.source import frame_size, open_source
 from kdplatform.storage import Location
@@ -49,7 +49,7 @@ def unlabeled_frames(
     *,
     teacher: Path | str | None,
     out_dir: Path,
-    log: Callable[[str], None],
+    log: Log,
 ) -> Location:
     """The shard set `stage` mixes in, for a stage that mixes frames without ground truth in.
 
