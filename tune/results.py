@@ -205,8 +205,8 @@ def register_best(
     from kdplatform.eval.runner import evaluate_split
     from kdplatform.metric_names import HEADLINE_METRICS
     from kdplatform.tracking import model_registry
-    from kdplatform.train.jobs import registration_tags
     from kdplatform.train.launcher import latest_export
+    from kdplatform.train.registration import registration_tags
     from models.serialization import load_model
 
     job_id = trial_job_id(spec.name, best.trial_id)

@@ -42,7 +42,9 @@ from kdplatform.console import Log
 from kdplatform.data.shards import read_manifest, split_entry
 from kdplatform.errors import ConfigError
 from kdplatform.eval.runner import evaluate_split
-from kdplatform.train.jobs import JobContext, prepare_job, resolve_shards, run_job, split_metrics
+from kdplatform.train.job_context import JobContext
+from kdplatform.train.jobs import prepare_job, resolve_shards, run_job
+from kdplatform.train.reports import split_metrics
 from kdplatform.train.unlabeled import unlabeled_frames
 from models.serialization import load_model, save_model
 from models.zoo import build_acclimated_teacher

@@ -25,7 +25,7 @@ from kdplatform.train.stages import STAGES
 
 if TYPE_CHECKING:
     from kdplatform.console import JobConsole
-    from kdplatform.train.jobs import JobContext
+    from kdplatform.train.job_context import JobContext
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
 def _run(ctx: JobContext, console: JobConsole, started: float) -> None:
     from kdplatform.metric_names import HEADLINE_METRICS
     from kdplatform.tracking.links import run_page_lines
-    from kdplatform.train.jobs import run_job, split_metrics
+    from kdplatform.train.jobs import run_job
+    from kdplatform.train.reports import split_metrics
 
     cfg, say = ctx.cfg, console.line  # every line to the console and the log
     say(

@@ -1,0 +1,71 @@
+"""Registering a job's models in the MLflow registry, with the tags every version carries (what it
+was trained for, which split chose it and which one it is reported on)."""
+
+from __future__ import annotations
+
+from kdplatform.config.schema import ExperimentConfig
+from kdplatform.tracking import model_registry
+from kdplatform.train.job_context import JobContext
+from kdplatform.train.launcher import StageResult
+from kdplatform.train.profile import DataProfile
+from kdplatform.train.reports import split_metrics
+from kdplatform.train.stages import STAGES
+from models.serialization import load_model
+
+# what each kind of model passed between stages is registered as: (model name key, alias)
+REGISTERED_AS = {
+    "pretrained": ("teacher_model", "pretrained"),
+    "acclimated": ("teacher_model", "acclimated"),
+    "student": ("student_model", "challenger"),
+}
+
+
+def registration_tags(
+    cfg: ExperimentConfig,
+    profile: DataProfile,
+    *,
+    stage: str,
+    job: str,
+    val_metrics: dict[str, float],
+    test_metrics: dict[str, float],
+) -> dict[str, str]:
+    """The tags every registered version carries (jobs and sweeps alike): what it was trained
+    for (`dataset` family, `protocol`), which split chose it and which one it is reported on,
+    and those metrics. The promotion gate compares only versions whose dataset and protocol
+    agree."""
+    val, test = cfg.data.eval_split, cfg.data.test_split
+    return {
+        "dataset": profile.family,
+        "protocol": profile.protocol,
+        "selection_split": val,
+        "report_split": test if test_metrics else "none",
+        "stage": stage,
+        "job": job,
+        **{f"{val}/{k}": f"{v:.6g}" for k, v in val_metrics.items()},
+        **{f"{test}/{k}": f"{v:.6g}" for k, v in test_metrics.items()},
+    }
+
+
+def register_stage(ctx: JobContext, result: StageResult, *, final: bool) -> None:
+    """Logs the stage's exports to the run and registers the teachers and the job's final
+    student (a baseline trained on the way, for the ghost decoder, is logged only)."""
+    cfg = ctx.cfg
+    produces = STAGES.get(result.stage).produces
+    for role, path in result.exports.items():
+        model = load_model(path)
+        uri = model_registry.log_depth_model(ctx.run, model, name=f"{result.stage}_{role}")
+        kind = produces[role]
+        if not cfg.tracking.register_models or (kind == "student" and not final):
+            continue
+        name_key, alias = REGISTERED_AS[kind]
+        name = getattr(cfg.tracking, name_key)
+        tags = registration_tags(
+            cfg,
+            ctx.profile,
+            stage=result.stage,
+            job=cfg.name,
+            val_metrics=split_metrics(result.metrics, cfg.data.eval_split),
+            test_metrics=ctx.test_metrics.get(result.stage, {}),
+        )
+        version = model_registry.register_model(uri, name, alias=alias, tags=tags)
+        ctx.registered[kind] = f"{name} v{version} @{alias}"
