@@ -233,7 +233,7 @@ def onnx(ctx: SuiteContext) -> Outcome:
     import numpy as np
     import torch
 
-    from kdplatform.data.sources.synthetic import render_scene
+    from kdplatform.data.sources.render import render_scene
     from kdplatform.inference.export import export_model
     from models.serialization import save_model
     from models.zoo import build_student

@@ -19,7 +19,8 @@ from kdplatform.data.constants import (
     NYU_SIZE,
 )
 from kdplatform.data.sources import synthetic
-from kdplatform.data.sources.synthetic import SynthSummary, render_scene, write_synthetic
+from kdplatform.data.sources.render import render_scene
+from kdplatform.data.sources.synthetic import SynthSummary, write_synthetic
 from kdplatform.errors import ConfigError
 
 H, W = 64, 96
