@@ -11,6 +11,7 @@ it.
 from __future__ import annotations
 
 import io
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from torch import nn
 
 from kdplatform import atomic
 from kdplatform.errors import CheckpointError, RegistryError
+from models.kinds import ModelKind
 
 _PREFIXES = ("module.", "_orig_mod.")
 
@@ -94,13 +96,13 @@ def save_half(src: Path, dst: Path) -> Path:
     return Path(dst)
 
 
-def load_model(path: Path, *, expect: str | None = None) -> nn.Module:
+def load_model(path: Path, *, expect: ModelKind | Collection[ModelKind] | None = None) -> nn.Module:
     """Rebuilds the model of a file written by `save_model` and loads its state, in eval mode.
 
     Args:
         path: the model file.
-        expect: "student" or "teacher": reject a file holding another kind (an acclimated
-            teacher counts as a teacher).
+        expect: the kind (or kinds) the file must hold, exactly: a plain teacher is not an
+            acclimated one, nor the other way round.
 
     Raises:
         CheckpointError: unreadable file, no arch / state_dict, wrong kind, or a mismatch.
@@ -118,8 +120,11 @@ def load_model(path: Path, *, expect: str | None = None) -> nn.Module:
         raise CheckpointError(f"{path} is not a depthkd model file (no arch / state_dict)")
     arch = payload["arch"]
     kind = arch.get("kind", "") if isinstance(arch, dict) else ""
-    if expect and not kind.endswith(expect):
-        raise CheckpointError(f"{path} holds a {kind or 'model of unknown kind'}, not a {expect}")
+    wanted = {expect} if isinstance(expect, str) else set(expect or ())
+    if wanted and kind not in wanted:
+        raise CheckpointError(
+            f"{path} holds a {kind or 'model of unknown kind'}, not a {' or '.join(sorted(wanted))}"
+        )
     try:
         model = build_from_arch(arch)
         model.load_state_dict(clean_state_dict(payload["state_dict"]))

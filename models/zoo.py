@@ -21,6 +21,7 @@ from models.decoders import DPTDecoder, LGDecoder
 from models.depth_model import DepthModel
 from models.ghost import AcclimatedTeacher, GhostDecoder
 from models.heads import DepthHead
+from models.kinds import ModelKind
 from models.urcdc import CrossDistillModel
 
 
@@ -106,7 +107,11 @@ def build_student(cfg: StudentConfig, *, max_depth: float) -> DepthModel:
         reduction=cfg.lg_reduction,
     )
     head = DepthHead(decoder.out_channels, max_depth=max_depth)
-    arch = {"kind": "student", "config": cfg.model_dump(mode="json"), "max_depth": max_depth}
+    arch = {
+        "kind": ModelKind.STUDENT.value,
+        "config": cfg.model_dump(mode="json"),
+        "max_depth": max_depth,
+    }
     return DepthModel(backbone, decoder, head, arch=arch)
 
 
@@ -118,7 +123,11 @@ def build_teacher(cfg: TeacherConfig, *, max_depth: float) -> DepthModel:
         backbone.feature_info.channels, width=cfg.decoder_width or enc.decoder_width
     )
     head = DepthHead(decoder.out_channels, max_depth=max_depth)
-    arch = {"kind": "teacher", "config": teacher_arch_config(cfg), "max_depth": max_depth}
+    arch = {
+        "kind": ModelKind.TEACHER.value,
+        "config": teacher_arch_config(cfg),
+        "max_depth": max_depth,
+    }
     return DepthModel(backbone, decoder, head, arch=arch)
 
 
@@ -166,7 +175,7 @@ def build_acclimated_teacher(
     channels = student_feature_channels(student_cfg)
     ghost = build_ghost_decoder(teacher, student_cfg, student_channels=channels)
     arch = {
-        "kind": "acclimated_teacher",
+        "kind": ModelKind.ACCLIMATED_TEACHER.value,
         "config": teacher_arch_config(teacher_cfg),
         "student": student_cfg.model_dump(mode="json"),
         "max_depth": max_depth,
@@ -204,15 +213,15 @@ def build_from_arch(arch: dict) -> DepthModel | AcclimatedTeacher:
     configs = {
         key: cls.model_validate({**arch[key], "weights": None})
         for key, cls in (
-            ("config", TeacherConfig if kind != "student" else StudentConfig),
+            ("config", TeacherConfig if kind != ModelKind.STUDENT else StudentConfig),
             ("student", StudentConfig),
         )
         if key in arch
     }
-    if kind == "student":
+    if kind == ModelKind.STUDENT:
         return build_student(configs["config"], max_depth=max_depth)
-    if kind == "teacher":
+    if kind == ModelKind.TEACHER:
         return build_teacher(configs["config"], max_depth=max_depth)
-    if kind == "acclimated_teacher":
+    if kind == ModelKind.ACCLIMATED_TEACHER:
         return build_acclimated_teacher(configs["config"], configs["student"], max_depth=max_depth)
     raise RegistryError(f"unknown model kind {kind!r} in checkpoint arch")

@@ -20,6 +20,7 @@ from kdplatform.config.loader import with_values
 from kdplatform.config.schema import TEACHER_ONLINE_TERMS, ExperimentConfig
 from kdplatform.console import Log
 from kdplatform.train.profile import DataProfile
+from models.kinds import ModelKind
 from tune.spec import SweepConfig
 
 TEACHERS_FILE = "teachers.json"
@@ -68,7 +69,7 @@ def _depth_teacher(
         cfg = with_values(base, {"name": f"{sweep}-teacher"})
         ctx = run_job(prepare_job(cfg, "teacher", progress=progress), log=log)
         path = ctx.results["teacher"].exports["teacher"]
-        entry = {"path": str(path), "version": ctx.registered.get("pretrained", str(path))}
+        entry = {"path": str(path), "version": ctx.registered.get(ModelKind.TEACHER, str(path))}
         atomic.write_json(directory / TEACHERS_FILE, {**known, DEPTH_TEACHER: entry})
     return entry["path"]
 
@@ -126,12 +127,14 @@ def ensure_teachers(
         )
         if base.distill.teacher is not None:
             ctx = prepare_job(cfg, "distill", progress=progress)
-            teacher = SweepTeacher(ctx.inputs["acclimated"], base.distill.teacher)
+            teacher = SweepTeacher(ctx.inputs[ModelKind.ACCLIMATED_TEACHER], base.distill.teacher)
         else:
             log(f"acclimating the sweep's teacher for {student} ({cfg.acclimate.steps} steps)")
             ctx = run_job(prepare_job(cfg, "acclimate", progress=progress), log=log)
             path = ctx.results["acclimate"].exports["teacher"]
-            teacher = SweepTeacher(path, ctx.registered.get("acclimated", str(path)))
+            teacher = SweepTeacher(
+                path, ctx.registered.get(ModelKind.ACCLIMATED_TEACHER, str(path))
+            )
         teachers[student] = teacher
         known[student] = {k: str(v) for k, v in asdict(teacher).items()}
         atomic.write_json(known_file, known)

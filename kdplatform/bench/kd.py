@@ -46,6 +46,7 @@ from kdplatform.train.job_context import JobContext
 from kdplatform.train.jobs import prepare_job, resolve_shards, run_job
 from kdplatform.train.reports import split_metrics
 from kdplatform.train.unlabeled import unlabeled_frames
+from models.kinds import ModelKind
 from models.serialization import load_model, save_model
 from models.zoo import build_acclimated_teacher
 
@@ -213,8 +214,8 @@ class _Runner:
         test metrics through the shared evaluator."""
         cfg = with_values(self.cfg, {"name": f"{self.cfg.name}-{self.tag}-teacher", **values})
         ctx = prepare_job(cfg, "teacher", progress=False)  # resolves and checks the file
-        teacher = ctx.inputs["pretrained"]
-        model = load_model(teacher, expect="teacher")
+        teacher = ctx.inputs[ModelKind.TEACHER]
+        model = load_model(teacher, expect=ModelKind.TEACHER)
         data = cfg.data
         metrics = {
             name: evaluate_split(
@@ -236,7 +237,7 @@ def _unacclimated(
     acclimation."""
     torch.manual_seed(seed)
     model = build_acclimated_teacher(cfg.model.teacher, cfg.model.student, max_depth=max_depth)
-    model.teacher.load_state_dict(load_model(teacher, expect="teacher").state_dict())
+    model.teacher.load_state_dict(load_model(teacher, expect=ModelKind.TEACHER).state_dict())
     return save_model(model, out)
 
 

@@ -34,6 +34,7 @@ from kdplatform.tracking.references import load_model_reference
 from kdplatform.train.profile import DataProfile, family_profile
 from kdplatform.train.schedule import build_optimizer, poly_scheduler
 from kdplatform.train.stages import STAGES, Batch
+from models.kinds import ModelKind
 
 
 @dataclass
@@ -146,7 +147,7 @@ def run_pseudo_cache_benchmark(
         )
     labeled = cfg.data.batch_size
     unlabeled = unlabeled_batch_size(labeled, ratio)
-    teacher = load_model_reference(cfg.model.teacher.checkpoint, expect="teacher")
+    teacher = load_model_reference(cfg.model.teacher.checkpoint, expect=ModelKind.TEACHER)
     teacher.eval().requires_grad_(False)
     profile = family_profile(cfg, synthetic.layout)
     # the cached objective: ground truth plus the teacher's depth on the unlabeled rows

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from kdplatform.cli.config import add_config_arguments
 from kdplatform.config.loader import dump_config, load_config, save_config
 from kdplatform.train.stages import STAGES
+from models.kinds import ModelKind
 
 if TYPE_CHECKING:
     from kdplatform.console import JobConsole
@@ -121,7 +122,7 @@ def _run(ctx: JobContext, console: JobConsole, started: float) -> None:
 
 def _final_models(ctx: JobContext) -> dict[str, Path]:
     """The job's last teacher (given or trained) and its final student (model files)."""
-    given = ctx.inputs.get("acclimated") or ctx.inputs.get("pretrained")
+    given = ctx.inputs.get(ModelKind.ACCLIMATED_TEACHER) or ctx.inputs.get(ModelKind.TEACHER)
     found: dict[str, Path] = {"teacher": given} if given else {}
     for stage in ctx.stages:
         found |= ctx.results[stage].exports if stage in ctx.results else {}

@@ -20,6 +20,7 @@ from torch import nn
 from kdplatform.errors import ConfigError
 from kdplatform.eval.cost import median_latencies_ms
 from kdplatform.inference.predictor import META_KEY, Predictor, load_predictor, model_predictor
+from models.kinds import ModelKind
 from models.serialization import model_meta
 
 Format = Literal["onnx", "torchscript"]
@@ -114,7 +115,7 @@ def export_model(
 def _model_of(ref: str) -> nn.Module:
     from kdplatform.tracking.references import load_model_reference
 
-    return load_model_reference(ref, expect="student").eval()
+    return load_model_reference(ref, expect=ModelKind.STUDENT).eval()
 
 
 def _export_onnx(

@@ -22,6 +22,7 @@ from PIL import Image
 
 from kdplatform import storage
 from kdplatform.errors import CheckpointError, DataError
+from models.kinds import ModelKind
 
 Resize = Literal["fit", "native"]
 META_KEY = "depthkd"  # ONNX metadata_props key holding the model's meta as JSON
@@ -76,7 +77,7 @@ def load_predictor(ref: str) -> Predictor:
 def torch_predictor(ref: str) -> Predictor:
     from kdplatform.tracking.references import load_model_reference
 
-    return model_predictor(load_model_reference(ref, expect="student"), ref)
+    return model_predictor(load_model_reference(ref, expect=ModelKind.STUDENT), ref)
 
 
 def model_predictor(model: Any, source: str, *, device: str | None = None) -> Predictor:

@@ -44,6 +44,7 @@ from kdplatform.train.reports import report_given_teachers, test_report
 from kdplatform.train.stages import STAGES
 from kdplatform.train.strategy import check_strategy
 from kdplatform.train.unlabeled import labels_frames, mixes_unlabeled, unlabeled_frames
+from models.kinds import ModelKind
 from models.zoo import check_model_names
 
 
@@ -142,7 +143,11 @@ def _run_job(ctx: JobContext, *, log: Log, progress: StageProgress | None) -> Jo
         f"mlflow: run {ctx.run.run_id} ({'continued' if ctx.run.resumed else 'new'}) at "
         f"{ctx.run.tracking_uri}"
     )
-    if "acclimate" in ctx.stages and "pretrained" not in ctx.inputs and "teacher" not in ctx.stages:
+    if (
+        "acclimate" in ctx.stages
+        and ModelKind.TEACHER not in ctx.inputs
+        and "teacher" not in ctx.stages
+    ):
         log(
             "WARNING: acclimating an UNTRAINED teacher (no model.teacher.checkpoint and "
             "acclimate.pretrain_teacher=false): it has no depth accuracy to preserve, and the "
@@ -166,7 +171,9 @@ def _run_job(ctx: JobContext, *, log: Log, progress: StageProgress | None) -> Jo
             _check_same_inputs(ctx, stage, inputs)
             unlabeled = None
             if mixes_unlabeled(cfg, stage):
-                teacher = available.get("acclimated") or available.get("pretrained")
+                teacher = available.get(ModelKind.ACCLIMATED_TEACHER) or available.get(
+                    ModelKind.TEACHER
+                )
                 unlabeled = unlabeled_frames(
                     cfg, stage, ctx.shards, teacher=teacher, out_dir=ctx.out_dir, log=log
                 )

@@ -14,15 +14,16 @@ from kdplatform.errors import CheckpointError, ConfigError, RegistryError
 from kdplatform.tracking.references import load_model_reference
 from kdplatform.train.job_context import JobContext
 from kdplatform.train.unlabeled import labels_frames
+from models.kinds import ModelKind
 from models.serialization import save_model
 from models.teacher_weights import load_external_teacher
 from models.zoo import arch_mismatch
 
 # model file kinds (`arch["kind"]`) in error messages
 KIND_NAMES = {
-    "teacher": "a plain (not acclimated) teacher",
-    "acclimated_teacher": "an acclimated teacher",
-    "student": "a student",
+    ModelKind.TEACHER: "a plain (not acclimated) teacher",
+    ModelKind.ACCLIMATED_TEACHER: "an acclimated teacher",
+    ModelKind.STUDENT: "a student",
 }
 
 
@@ -40,7 +41,7 @@ def _is_state_dict_file(ref: str) -> bool:
     return not (isinstance(payload, dict) and "arch" in payload)
 
 
-def _check_model(model: nn.Module, *, key: str, ref: str, kind: str, ctx: JobContext) -> None:
+def _check_model(model: nn.Module, *, key: str, ref: str, kind: ModelKind, ctx: JobContext) -> None:
     """Raises the ConfigError naming `key` and what differs unless `model` is a `kind` for this
     config's architecture and depth range."""
     cfg = ctx.cfg
@@ -48,28 +49,33 @@ def _check_model(model: nn.Module, *, key: str, ref: str, kind: str, ctx: JobCon
     found = arch.get("kind", "unknown")
     if found != kind:
         fix = {
-            ("teacher", "acclimated_teacher"): "acclimate it first: `depthkd acclimate "
+            (
+                ModelKind.TEACHER,
+                ModelKind.ACCLIMATED_TEACHER,
+            ): "acclimate it first: `depthkd acclimate "
             f"model.teacher.checkpoint={ref}`, then set distill.teacher to the result",
-            ("acclimated_teacher", "teacher"): "it is already acclimated: set distill.teacher "
-            "to it instead",
+            (
+                ModelKind.ACCLIMATED_TEACHER,
+                ModelKind.TEACHER,
+            ): "it is already acclimated: set distill.teacher to it instead",
         }.get((found, kind))
         raise ConfigError(
             f"{key} {ref!r} holds {KIND_NAMES.get(found, found)}, where "
             f"{KIND_NAMES.get(kind, kind)} is needed",
             hint=fix,
         )
-    if kind == "acclimated_teacher":
+    if kind == ModelKind.ACCLIMATED_TEACHER:
         problems = [f"student {p}" for p in arch_mismatch(arch["student"], cfg.model.student)]
         problems += [f"teacher {p}" for p in arch_mismatch(arch["config"], cfg.model.teacher)]
     else:
-        target = cfg.model.teacher if kind == "teacher" else cfg.model.student
+        target = cfg.model.teacher if kind == ModelKind.TEACHER else cfg.model.student
         problems = arch_mismatch(arch["config"], target)
     if float(arch.get("max_depth", 0)) != ctx.profile.max_depth:
         problems.append(f"max_depth: {arch.get('max_depth')!r} != {ctx.profile.max_depth!r}")
     if problems:
         what = (
             "acclimated for another student or teacher than"
-            if kind == "acclimated_teacher"
+            if kind == ModelKind.ACCLIMATED_TEACHER
             else f"a {kind} of another architecture than"
         )
         raise ConfigError(
@@ -79,7 +85,7 @@ def _check_model(model: nn.Module, *, key: str, ref: str, kind: str, ctx: JobCon
 
 
 def _resolve_model(
-    ctx: JobContext, key: str, ref: str, kind: str, name: str, *, external: bool = False
+    ctx: JobContext, key: str, ref: str, kind: ModelKind, name: str, *, external: bool = False
 ) -> Path:
     """The model `ref` names, checked (`_check_model`), as a local file of this job."""
     path = Path(ref).expanduser()
@@ -103,28 +109,33 @@ def resolve_inputs(ctx: JobContext) -> dict[str, Path]:
     """The models the config names for the job's stages, by kind, each checked on the driver:
     `model.teacher.checkpoint` (a depth teacher), `acclimate.ghost_from` (a trained student),
     `distill.teacher` (a teacher acclimated for this student and teacher)."""
-    cfg, stages, inputs = ctx.cfg, set(ctx.stages), {}
+    cfg, stages = ctx.cfg, set(ctx.stages)
+    inputs: dict[ModelKind, Path] = {}
     labels = "distill" in stages and labels_frames(cfg, "distill")
     if cfg.model.teacher.checkpoint and (
         stages & {"teacher", "acclimate", "cross_distill"} or labels
     ):
-        inputs["pretrained"] = _resolve_model(
+        inputs[ModelKind.TEACHER] = _resolve_model(
             ctx,
             "model.teacher.checkpoint",
             cfg.model.teacher.checkpoint,
-            "teacher",
+            ModelKind.TEACHER,
             "pretrained_teacher.pt",
             external=True,
         )
     if cfg.acclimate.ghost_from and "acclimate" in stages:
-        inputs["student"] = _resolve_model(
-            ctx, "acclimate.ghost_from", cfg.acclimate.ghost_from, "student", "ghost_student.pt"
+        inputs[ModelKind.STUDENT] = _resolve_model(
+            ctx,
+            "acclimate.ghost_from",
+            cfg.acclimate.ghost_from,
+            ModelKind.STUDENT,
+            "ghost_student.pt",
         )
     if cfg.distill.teacher and (
         "cross_distill" in stages
         or ("distill" in stages and (cfg.distill.needs_teacher_online or labels))
     ):
-        inputs["acclimated"] = _resolve_model(
-            ctx, "distill.teacher", cfg.distill.teacher, "acclimated_teacher", "teacher.pt"
+        inputs[ModelKind.ACCLIMATED_TEACHER] = _resolve_model(
+            ctx, "distill.teacher", cfg.distill.teacher, ModelKind.ACCLIMATED_TEACHER, "teacher.pt"
         )
     return inputs

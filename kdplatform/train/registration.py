@@ -10,13 +10,14 @@ from kdplatform.train.launcher import StageResult
 from kdplatform.train.profile import DataProfile
 from kdplatform.train.reports import split_metrics
 from kdplatform.train.stages import STAGES
+from models.kinds import ModelKind
 from models.serialization import load_model
 
 # what each kind of model passed between stages is registered as: (model name key, alias)
 REGISTERED_AS = {
-    "pretrained": ("teacher_model", "pretrained"),
-    "acclimated": ("teacher_model", "acclimated"),
-    "student": ("student_model", "challenger"),
+    ModelKind.TEACHER: ("teacher_model", "pretrained"),
+    ModelKind.ACCLIMATED_TEACHER: ("teacher_model", "acclimated"),
+    ModelKind.STUDENT: ("student_model", "challenger"),
 }
 
 

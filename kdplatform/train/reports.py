@@ -11,6 +11,7 @@ from kdplatform.metric_names import HEADLINE_METRICS
 from kdplatform.tracking.logger import RunLogger
 from kdplatform.train.job_context import JobContext
 from kdplatform.train.launcher import StageResult
+from models.kinds import ModelKind
 from models.serialization import load_model
 
 
@@ -55,7 +56,7 @@ def _report_model(
 
 
 # a teacher the config gives (not trained by the job) → the stage whose report it stands in for
-GIVEN_TEACHERS = {"pretrained": "teacher", "acclimated": "acclimate"}
+GIVEN_TEACHERS = {ModelKind.TEACHER: "teacher", ModelKind.ACCLIMATED_TEACHER: "acclimate"}
 
 
 def report_given_teachers(ctx: JobContext, logger: RunLogger, log: Log) -> None:

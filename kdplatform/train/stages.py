@@ -38,6 +38,7 @@ from kdplatform.train.profile import DataProfile
 from models import losses
 from models.depth_model import DepthModel
 from models.ghost import AcclimatedTeacher
+from models.kinds import ModelKind
 from models.serialization import load_model
 from models.urcdc import bypass_schedule
 from models.zoo import (
@@ -252,17 +253,17 @@ class StageSpec:
         section: the `ExperimentConfig` attribute with the stage's steps, optimizer and losses.
         build: `(cfg, profile, inputs) -> Stage`, called in each worker; `inputs` maps the roles
             of `consumes` to local model files.
-        consumes: input role → the kind of model it takes (`pretrained`, `student`,
-            `acclimated`); the job decides which of them it hands over (`jobs.job_stages`).
-        produces: exported role → what it is for later stages and the registry.
+        consumes: input role → the `ModelKind` it takes; the job decides which of them it
+            hands over (`jobs.job_stages`).
+        produces: exported role → its `ModelKind`, for later stages and the registry.
     """
 
     name: str
     title: str
     section: str
     build: StageBuilder
-    consumes: dict[str, str] = field(default_factory=dict)
-    produces: dict[str, str] = field(default_factory=dict)
+    consumes: dict[str, ModelKind] = field(default_factory=dict)
+    produces: dict[str, ModelKind] = field(default_factory=dict)
 
     def config(self, cfg: ExperimentConfig) -> StageConfig:
         """The stage's section of `cfg`."""
@@ -271,7 +272,7 @@ class StageSpec:
     @property
     def needs_teacher(self) -> bool:
         """The stage distils from an acclimated teacher."""
-        return "acclimated" in self.consumes.values()
+        return ModelKind.ACCLIMATED_TEACHER in self.consumes.values()
 
 
 STAGES: Registry[StageSpec] = Registry("stage")
@@ -281,8 +282,8 @@ def stage(
     name: str,
     title: str,
     *,
-    consumes: dict[str, str] | None = None,
-    produces: dict[str, str] | None = None,
+    consumes: dict[str, ModelKind] | None = None,
+    produces: dict[str, ModelKind] | None = None,
 ) -> Callable:
     """Registers a stage builder under `name`; its config section has the same name."""
 
@@ -329,8 +330,8 @@ def _depth_stage(
 @stage(
     "teacher",
     "depth training of the teacher",
-    consumes={"teacher": "pretrained"},
-    produces={"teacher": "pretrained"},
+    consumes={"teacher": ModelKind.TEACHER},
+    produces={"teacher": ModelKind.TEACHER},
 )
 def teacher_stage(cfg: ExperimentConfig, profile: DataProfile, inputs: dict[str, Path]) -> Stage:
     model = build_teacher(cfg.model.teacher, max_depth=profile.max_depth)
@@ -341,7 +342,9 @@ def teacher_stage(cfg: ExperimentConfig, profile: DataProfile, inputs: dict[str,
 def _start_from_teacher(teacher: DepthModel, inputs: dict[str, Path]) -> None:
     """Loads the depth-trained teacher of `inputs` into `teacher`, when there is one."""
     if "teacher" in inputs:
-        teacher.load_state_dict(load_model(inputs["teacher"], expect="teacher").state_dict())
+        teacher.load_state_dict(
+            load_model(inputs["teacher"], expect=ModelKind.TEACHER).state_dict()
+        )
 
 
 def frozen_ghost_part(cfg: ExperimentConfig, module: AcclimatedTeacher, step: int) -> nn.Module:
@@ -363,8 +366,8 @@ def _fix(part: nn.Module) -> None:
 @stage(
     "acclimate",
     "teacher acclimation through the ghost decoder",
-    consumes={"teacher": "pretrained", "ghost": "student"},
-    produces={"teacher": "acclimated"},
+    consumes={"teacher": ModelKind.TEACHER, "ghost": ModelKind.STUDENT},
+    produces={"teacher": ModelKind.ACCLIMATED_TEACHER},
 )
 def acclimate_stage(cfg: ExperimentConfig, profile: DataProfile, inputs: dict[str, Path]) -> Stage:
     model = build_acclimated_teacher(
@@ -375,7 +378,7 @@ def acclimate_stage(cfg: ExperimentConfig, profile: DataProfile, inputs: dict[st
     if stage_cfg.ghost == "copy":
         if "ghost" not in inputs:
             raise ValueError("acclimate.ghost=copy needs the trained student to copy")
-        model.ghost.copy_student(load_model(inputs["ghost"], expect="student"))
+        model.ghost.copy_student(load_model(inputs["ghost"], expect=ModelKind.STUDENT))
     _fix(frozen_ghost_part(cfg, model, 0))  # before DDP wraps it: fixed weights never sync
     weights = stage_cfg.active_losses()
 
@@ -400,7 +403,7 @@ def acclimate_stage(cfg: ExperimentConfig, profile: DataProfile, inputs: dict[st
     )
 
 
-@stage("supervised", "student without KD (baseline)", produces={"student": "student"})
+@stage("supervised", "student without KD (baseline)", produces={"student": ModelKind.STUDENT})
 def supervised_stage(cfg: ExperimentConfig, profile: DataProfile, inputs: dict[str, Path]) -> Stage:
     model = build_student(cfg.model.student, max_depth=profile.max_depth)
     return _depth_stage("supervised", model, cfg.supervised, profile, "student")
@@ -409,8 +412,8 @@ def supervised_stage(cfg: ExperimentConfig, profile: DataProfile, inputs: dict[s
 @stage(
     "distill",
     "student distillation from the frozen teacher",
-    consumes={"teacher": "acclimated"},
-    produces={"student": "student"},
+    consumes={"teacher": ModelKind.ACCLIMATED_TEACHER},
+    produces={"student": ModelKind.STUDENT},
 )
 def distill_stage(cfg: ExperimentConfig, profile: DataProfile, inputs: dict[str, Path]) -> Stage:
     stage_cfg = cfg.distill
@@ -419,7 +422,7 @@ def distill_stage(cfg: ExperimentConfig, profile: DataProfile, inputs: dict[str,
         raise ValueError("attentive_kd and response_kd need an acclimated teacher checkpoint")
     # the student first: same seed, same init as the `supervised` baseline (a fair comparison)
     model = build_student(cfg.model.student, max_depth=profile.max_depth)
-    frozen = load_model(inputs["teacher"], expect="acclimated_teacher") if online else None
+    frozen = load_model(inputs["teacher"], expect=ModelKind.ACCLIMATED_TEACHER) if online else None
     if frozen is not None:
         frozen.eval().requires_grad_(False)
     weights = stage_cfg.active_losses()
@@ -439,8 +442,8 @@ def distill_stage(cfg: ExperimentConfig, profile: DataProfile, inputs: dict[str,
 @stage(
     "cross_distill",
     "URCDC cross-distillation",
-    consumes={"teacher": "pretrained"},
-    produces={"student": "student"},
+    consumes={"teacher": ModelKind.TEACHER},
+    produces={"student": ModelKind.STUDENT},
 )
 def cross_distill_stage(
     cfg: ExperimentConfig, profile: DataProfile, inputs: dict[str, Path]

@@ -10,6 +10,7 @@ import torch
 
 from kdplatform.train.profile import DataProfile
 from kdplatform.train.stages import STAGES
+from models.kinds import ModelKind
 from models.losses import attentive_kd_loss
 from models.serialization import load_model, save_model
 from models.zoo import build_acclimated_teacher
@@ -49,7 +50,7 @@ def _distill_term(home, teacher_file, image, weights) -> tuple[float, list[float
     with torch.no_grad():
         term = stage.step(student, batch, 0)["attentive_kd"]
         ours = student(image, return_features=True).features
-        theirs = load_model(teacher_file, expect="teacher")(image).features
+        theirs = load_model(teacher_file, expect=ModelKind.ACCLIMATED_TEACHER)(image).features
     assert [f.shape[-1] for f in ours] == [96 // r for r in (4, 8, 16, 32)]  # w_1 is 1/4
     tau = cfg.distill.loss.attention_tau
     pairs = zip(ours, theirs, strict=True)

@@ -17,6 +17,7 @@ from kdplatform.errors import ConfigError
 from kdplatform.train.jobs import job_stages, prepare_job, run_job
 from kdplatform.train.profile import DataProfile
 from kdplatform.train.stages import STAGES, frozen_ghost_part
+from models.kinds import ModelKind
 from models.serialization import load_model, save_model
 from models.zoo import build_student, build_teacher
 from tests.train.helpers import tiny_config
@@ -149,12 +150,14 @@ def test_disdepth_job_trains_teacher_and_student_first_and_resumes_with_the_ghos
     ctx = run_job(prepare_job(cfg, "acclimate", progress=False), log=lambda *_: None)
     assert list(ctx.results) == ["teacher", "supervised", "acclimate"]
     assert ctx.registered == {
-        "pretrained": "depthkd-teacher v1 @pretrained",
-        "acclimated": "depthkd-teacher v2 @acclimated",
+        "teacher": "depthkd-teacher v1 @pretrained",
+        "acclimated_teacher": "depthkd-teacher v2 @acclimated",
     }  # the student trained for the ghost is a means, not a challenger
     student = load_model(ctx.results["supervised"].exports["student"], expect="student")
     pretrained = ctx.results["teacher"].exports["teacher"]
-    acclimated = load_model(ctx.results["acclimate"].exports["teacher"], expect="teacher")
+    acclimated = load_model(
+        ctx.results["acclimate"].exports["teacher"], expect=ModelKind.ACCLIMATED_TEACHER
+    )
     assert _identical(_state(acclimated.ghost.fixed_part()), _student_part(student))
     # acclimation started from the depth-trained teacher: its val accuracy before the first
     # step (logged at step 0) is exactly the trained teacher's final one
@@ -169,7 +172,9 @@ def test_disdepth_job_trains_teacher_and_student_first_and_resumes_with_the_ghos
     longer = cfg.model_copy(update={"acclimate": cfg.acclimate.model_copy(update={"steps": 4})})
     again = run_job(prepare_job(longer, "acclimate", progress=False), log=lambda *_: None)
     assert again.results["acclimate"].metrics["step"] == 4
-    resumed = load_model(again.results["acclimate"].exports["teacher"], expect="teacher")
+    resumed = load_model(
+        again.results["acclimate"].exports["teacher"], expect=ModelKind.ACCLIMATED_TEACHER
+    )
     assert _identical(_state(resumed.ghost.fixed_part()), _student_part(student))
     assert not _identical(_state(resumed.teacher), _state(acclimated.teacher))
 

@@ -10,8 +10,9 @@ import pytest
 import ray
 import torch
 
-from kdplatform.errors import ConfigError
+from kdplatform.errors import CheckpointError, ConfigError
 from kdplatform.train.jobs import prepare_job
+from models.kinds import ModelKind
 from models.serialization import load_model, save_model
 from models.teacher_weights import rename_keys
 from models.zoo import build_acclimated_teacher, build_student, build_teacher
@@ -54,7 +55,8 @@ def test_distill_teacher_must_be_acclimated_for_this_student(home: Path) -> None
     other = tiny_config(home, distill={"teacher": str(files["acclimated_other"])})
     _refuses(other, "distill", r"acclimated for another student.*decoder_channels")
     good = tiny_config(home, distill={"teacher": str(files["acclimated"])})
-    assert prepare_job(good, "distill", progress=False).inputs["acclimated"] == files["acclimated"]
+    inputs = prepare_job(good, "distill", progress=False).inputs
+    assert inputs[ModelKind.ACCLIMATED_TEACHER] == files["acclimated"]
 
 
 def test_teacher_checkpoint_and_ghost_source_are_checked(home: Path) -> None:
@@ -94,7 +96,7 @@ def test_teacher_checkpoint_and_ghost_source_are_checked(home: Path) -> None:
         progress=False,
     )
     assert ctx.stages == ["acclimate", "distill"]
-    assert ctx.inputs == {"pretrained": files["teacher"], "student": files["student"]}
+    assert ctx.inputs == {ModelKind.TEACHER: files["teacher"], ModelKind.STUDENT: files["student"]}
 
 
 def test_external_teacher_state_dict_loads_through_the_key_map(home: Path) -> None:
@@ -127,5 +129,17 @@ def test_external_teacher_state_dict_loads_through_the_key_map(home: Path) -> No
     _refuses(unmapped, "teacher", r"missing \(\d+\): backbone\..*unexpected \(\d+\): encoder\.")
     mapped = tiny_config(home, model={"teacher": {**teacher, "key_map": key_map}})
     ctx = prepare_job(mapped, "teacher", progress=False)
-    loaded = load_model(ctx.inputs["pretrained"], expect="teacher").state_dict()
+    loaded = load_model(ctx.inputs[ModelKind.TEACHER], expect=ModelKind.TEACHER).state_dict()
     assert all(torch.equal(loaded[k], ours[k]) for k in ours)
+
+
+def test_a_model_file_loads_only_as_its_own_kind(home: Path) -> None:
+    """An acclimated teacher is not a plain teacher (their kinds once matched by suffix)."""
+    files = _files(home)
+    assert load_model(files["acclimated"], expect=ModelKind.ACCLIMATED_TEACHER)
+    with pytest.raises(CheckpointError, match="holds a acclimated_teacher, not a teacher"):
+        load_model(files["acclimated"], expect=ModelKind.TEACHER)
+    either = (ModelKind.TEACHER, ModelKind.ACCLIMATED_TEACHER)
+    assert load_model(files["teacher"], expect=either)
+    with pytest.raises(CheckpointError, match="not a acclimated_teacher or teacher"):
+        load_model(files["student"], expect=either)

@@ -31,7 +31,7 @@ def test_local_mode_distill_end_to_end(embedded_ray, home: Path) -> None:
     assert ctx.results["distill"].metrics["step"] == 2
     assert load_model(ctx.results["distill"].exports["student"], expect="student")
     assert ctx.registered == {
-        "acclimated": "depthkd-teacher v1 @acclimated",
+        "acclimated_teacher": "depthkd-teacher v1 @acclimated",
         "student": "depthkd-student v1 @challenger",
     }
     # the teacher's own accuracy before (step 0) and after acclimation is in the run
