@@ -30,7 +30,9 @@ DEPTH_TEACHER = "depth teacher"  # its entry in TEACHERS_FILE (the others are st
 @dataclass(frozen=True)
 class SweepTeacher:
     path: Path
-    version: str  # registered version (`depthkd-teacher v3 @acclimated`) or the reference used
+    version: (
+        str  # registered version (`depthkd-acclimated-teacher v3 @newest`) or the reference used
+    )
 
 
 def needs_acclimated_teacher(spec: SweepConfig, base: ExperimentConfig) -> bool:

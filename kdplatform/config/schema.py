@@ -629,9 +629,13 @@ class TrainConfig(StrictModel):
 
 class TrackingConfig(StrictModel):
     experiment: str = "depthkd"
-    register_models: bool = Field(True, description="register acclimated teacher and student")
+    register_models: bool = Field(True, description="register the job's teachers and student")
     student_model: str = "depthkd-student"
-    teacher_model: str = "depthkd-teacher"
+    teacher_model: str = Field("depthkd-teacher", description="depth teachers (@pretrained)")
+    acclimated_model: str = Field(
+        "depthkd-acclimated-teacher",
+        description="acclimated teachers (@newest); each fits one student, named in its tags",
+    )
     system_metrics: bool = True
 
 

@@ -16,7 +16,7 @@ from models.serialization import load_model
 # what each kind of model passed between stages is registered as: (model name key, alias)
 REGISTERED_AS = {
     ModelKind.TEACHER: ("teacher_model", "pretrained"),
-    ModelKind.ACCLIMATED_TEACHER: ("teacher_model", "acclimated"),
+    ModelKind.ACCLIMATED_TEACHER: ("acclimated_model", "newest"),
     ModelKind.STUDENT: ("student_model", "challenger"),
 }
 
@@ -47,6 +47,17 @@ def registration_tags(
     }
 
 
+def fitted_student_tags(student_arch: dict) -> dict[str, str]:
+    """Tags naming the student an acclimated teacher was fitted to: `distill.teacher` takes it
+    only for a student of that architecture."""
+    decoder = ",".join(str(c) for c in student_arch.get("decoder_channels", ()))
+    return {
+        "student": student_arch["name"],
+        "student_decoder_channels": decoder,
+        "student_lg_global": str(student_arch.get("lg_global", True)).lower(),
+    }
+
+
 def register_stage(ctx: JobContext, result: StageResult, *, final: bool) -> None:
     """Logs the stage's exports to the run and registers the teachers and the job's final
     student (a baseline trained on the way, for the ghost decoder, is logged only)."""
@@ -68,5 +79,7 @@ def register_stage(ctx: JobContext, result: StageResult, *, final: bool) -> None
             val_metrics=split_metrics(result.metrics, cfg.data.eval_split),
             test_metrics=ctx.test_metrics.get(result.stage, {}),
         )
+        if kind == ModelKind.ACCLIMATED_TEACHER:  # its ghost decoder is shaped for one student
+            tags |= fitted_student_tags(model.arch["student"])
         version = model_registry.register_model(uri, name, alias=alias, tags=tags)
         ctx.registered[kind] = f"{name} v{version} @{alias}"

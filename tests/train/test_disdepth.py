@@ -131,7 +131,7 @@ def test_job_stages_follow_the_config(tmp_path) -> None:
     )
     assert job_stages(given, "distill") == ["acclimate", "distill"]
     assert job_stages(full, "teacher") == ["teacher"]
-    with_teacher = tiny_config(tmp_path, distill={"teacher": "depthkd-teacher@acclimated"})
+    with_teacher = tiny_config(tmp_path, distill={"teacher": "depthkd-acclimated-teacher@newest"})
     assert job_stages(with_teacher, "distill") == ["distill"]
 
 
@@ -151,7 +151,7 @@ def test_disdepth_job_trains_teacher_and_student_first_and_resumes_with_the_ghos
     assert list(ctx.results) == ["teacher", "supervised", "acclimate"]
     assert ctx.registered == {
         "teacher": "depthkd-teacher v1 @pretrained",
-        "acclimated_teacher": "depthkd-teacher v2 @acclimated",
+        "acclimated_teacher": "depthkd-acclimated-teacher v1 @newest",
     }  # the student trained for the ghost is a means, not a challenger
     student = load_model(ctx.results["supervised"].exports["student"], expect="student")
     pretrained = ctx.results["teacher"].exports["teacher"]
@@ -207,5 +207,5 @@ def test_relative_model_files_are_made_absolute(tmp_path, monkeypatch) -> None:
     (tmp_path / "t.pt").write_bytes(b"")
     cfg = tiny_config(tmp_path, model={"teacher": {"name": "swin_micro", "checkpoint": "t.pt"}})
     assert cfg.model.teacher.checkpoint == str(tmp_path / "t.pt")
-    registered = tiny_config(tmp_path, distill={"teacher": "depthkd-teacher@acclimated"})
-    assert registered.distill.teacher == "depthkd-teacher@acclimated"
+    registered = tiny_config(tmp_path, distill={"teacher": "depthkd-acclimated-teacher@newest"})
+    assert registered.distill.teacher == "depthkd-acclimated-teacher@newest"

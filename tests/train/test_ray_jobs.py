@@ -31,9 +31,15 @@ def test_local_mode_distill_end_to_end(embedded_ray, home: Path) -> None:
     assert ctx.results["distill"].metrics["step"] == 2
     assert load_model(ctx.results["distill"].exports["student"], expect="student")
     assert ctx.registered == {
-        "acclimated_teacher": "depthkd-teacher v1 @acclimated",
+        "acclimated_teacher": "depthkd-acclimated-teacher v1 @newest",
         "student": "depthkd-student v1 @challenger",
     }
+    # the acclimated teacher's version names the student its ghost decoder fits
+    client = mlflow.MlflowClient(ctx.run.tracking_uri)
+    fitted = client.get_model_version_by_alias("depthkd-acclimated-teacher", "newest").tags
+    student = cfg.model.student
+    assert (fitted["student"], fitted["student_lg_global"]) == (student.name, "true")
+    assert fitted["student_decoder_channels"] == ",".join(map(str, student.decoder_channels))
     # the teacher's own accuracy before (step 0) and after acclimation is in the run
     assert _history(ctx, "acclimate/val/abs_rel") == [0, 2]
     assert _history(ctx, "distill/val/abs_rel") == [2]
