@@ -96,13 +96,19 @@ def save_half(src: Path, dst: Path) -> Path:
     return Path(dst)
 
 
-def load_model(path: Path, *, expect: ModelKind | Collection[ModelKind] | None = None) -> nn.Module:
+def load_model(
+    path: Path,
+    *,
+    expect: ModelKind | Collection[ModelKind] | None = None,
+    source: str | None = None,
+) -> nn.Module:
     """Rebuilds the model of a file written by `save_model` and loads its state, in eval mode.
 
     Args:
         path: the model file.
         expect: the kind (or kinds) the file must hold, exactly: a plain teacher is not an
             acclimated one, nor the other way round.
+        source: what to call the file in errors (a registry reference it was downloaded for).
 
     Raises:
         CheckpointError: unreadable file, no arch / state_dict, wrong kind, or a mismatch.
@@ -123,7 +129,8 @@ def load_model(path: Path, *, expect: ModelKind | Collection[ModelKind] | None =
     wanted = {expect} if isinstance(expect, str) else set(expect or ())
     if wanted and kind not in wanted:
         raise CheckpointError(
-            f"{path} holds a {kind or 'model of unknown kind'}, not a {' or '.join(sorted(wanted))}"
+            f"{source or path} holds a model of kind {kind or 'unknown'!r}, not "
+            + " or ".join(repr(str(k)) for k in sorted(wanted))
         )
     try:
         model = build_from_arch(arch)

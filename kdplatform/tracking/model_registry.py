@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.metadata
 import re
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ import models
 from kdplatform.errors import CheckpointError, RegistryError
 from kdplatform.tracking.runs import JobRun
 from kdplatform.tracking.store import client_for, pinned_tracking_uri, tracking_uri
+from models.kinds import ModelKind
 from models.serialization import load_model, save_model, unwrap
 
 STATE_DICT_FILE = "state_dict.pt"
@@ -150,19 +152,27 @@ def register_model(
     return int(version.version)
 
 
-def load_registered_model(uri: str, *, home: Path | None = None) -> nn.Module:
+def load_registered_model(
+    uri: str,
+    *,
+    home: Path | None = None,
+    expect: ModelKind | Collection[ModelKind] | None = None,
+) -> nn.Module:
     """The `DepthModel` behind a reference, rebuilt from its weights (eval mode, on the CPU).
 
     Args:
         uri: `models:/<name>@<alias>`, `runs:/<run_id>/<name>` or any other accepted reference.
         home: local state root for the default store.
+        expect: the kind (or kinds) the model must be (`load_model`).
 
     Raises:
         RegistryError: the reference names no model.
-        CheckpointError: its weights cannot be downloaded or do not rebuild a model.
+        CheckpointError: its weights cannot be downloaded, do not rebuild a model or are of
+            another kind.
     """
     with tempfile.TemporaryDirectory(prefix="depthkd-load-") as tmp:
-        return load_model(download_model_file(uri, Path(tmp), home=home).path)
+        path = download_model_file(uri, Path(tmp), home=home).path
+        return load_model(path, expect=expect, source=uri)
 
 
 @dataclass(frozen=True)

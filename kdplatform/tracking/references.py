@@ -4,18 +4,22 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 
 from torch import nn
 
 from kdplatform import storage
 from kdplatform.tracking import model_registry
+from models.kinds import ModelKind
 from models.serialization import load_model
 
 
-def load_model_reference(ref: str, *, expect: str | None = None) -> nn.Module:
+def load_model_reference(
+    ref: str, *, expect: ModelKind | Collection[ModelKind] | None = None
+) -> nn.Module:
     """A model from a file exported by training (local or `s3://`), a registered model or a run
-    id."""
+    id; of the kind (or kinds) `expect` names, exactly (`load_model`)."""
     if storage.is_remote(ref):
         with tempfile.TemporaryDirectory(prefix="depthkd-model-") as scratch:
             path = storage.download_file(ref, Path(scratch) / "model.pt")
@@ -23,4 +27,6 @@ def load_model_reference(ref: str, *, expect: str | None = None) -> nn.Module:
     path = Path(ref).expanduser()
     if path.exists():
         return load_model(path, expect=expect)
-    return model_registry.load_registered_model(model_registry.resolve_model_reference(ref))
+    return model_registry.load_registered_model(
+        model_registry.resolve_model_reference(ref), expect=expect
+    )

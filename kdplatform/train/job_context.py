@@ -12,6 +12,7 @@ from kdplatform.storage import Location
 from kdplatform.tracking.runs import JobRun
 from kdplatform.train.launcher import StageResult
 from kdplatform.train.profile import DataProfile
+from models.kinds import ModelKind
 
 
 @dataclass
@@ -22,11 +23,13 @@ class JobContext:
     profile: DataProfile
     out_dir: Path
     stages: list[str] = field(default_factory=list)
-    inputs: dict[str, Path] = field(default_factory=dict)  # model kind → file, given by config
+    inputs: dict[ModelKind, Path] = field(
+        default_factory=dict
+    )  # model kind → file, given by config
     run: JobRun | None = None
     results: dict[str, StageResult] = field(default_factory=dict)
     test_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # stage → metrics
-    registered: dict[str, str] = field(default_factory=dict)  # model kind → "name vN @alias"
+    registered: dict[ModelKind, str] = field(default_factory=dict)  # model kind → "name vN @alias"
 
     @property
     def has_test_split(self) -> bool:

@@ -48,14 +48,21 @@ def registration_tags(
 
 
 def fitted_student_tags(student_arch: dict) -> dict[str, str]:
-    """Tags naming the student an acclimated teacher was fitted to: `distill.teacher` takes it
-    only for a student of that architecture."""
-    decoder = ",".join(str(c) for c in student_arch.get("decoder_channels", ()))
-    return {
-        "student": student_arch["name"],
-        "student_decoder_channels": decoder,
-        "student_lg_global": str(student_arch.get("lg_global", True)).lower(),
+    """Tags naming the student an acclimated teacher was fitted to, field by field of its config
+    (weights aside): `distill.teacher` takes it only for a student of that architecture."""
+
+    def text(value: object) -> str:
+        if isinstance(value, list | tuple):
+            return ",".join(map(str, value))
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    tags = {"student": student_arch["name"]}
+    tags |= {
+        f"student_{key}": text(value)
+        for key, value in student_arch.items()
+        if key not in ("name", "weights")
     }
+    return tags
 
 
 def register_stage(ctx: JobContext, result: StageResult, *, final: bool) -> None:
@@ -67,7 +74,7 @@ def register_stage(ctx: JobContext, result: StageResult, *, final: bool) -> None
         model = load_model(path)
         uri = model_registry.log_depth_model(ctx.run, model, name=f"{result.stage}_{role}")
         kind = produces[role]
-        if not cfg.tracking.register_models or (kind == "student" and not final):
+        if not cfg.tracking.register_models or (kind == ModelKind.STUDENT and not final):
             continue
         name_key, alias = REGISTERED_AS[kind]
         name = getattr(cfg.tracking, name_key)

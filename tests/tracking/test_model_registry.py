@@ -204,7 +204,11 @@ def test_unknown_alias_names_the_model_and_lists_aliases(
 @pytest.mark.parametrize(
     ("ref", "match", "hint"),
     [
-        ("depthkd-teacher@acclimated", "no registered model 'depthkd-teacher'", STUDENT),
+        (
+            "depthkd-acclimated-teacher@newest",
+            "no registered model 'depthkd-acclimated-teacher'",
+            STUDENT,
+        ),
         ("depthkd-student", "not a model reference", "depthkd-student@<alias>"),
         ("what/ever", "not a model reference", "registered models: depthkd-student"),
         ("runs:/0123456789abcdef0123456789abcdef/student", "no MLflow run", None),

@@ -106,5 +106,9 @@ def test_submit_distill_job_registers_student(
     student = client.get_model_version_by_alias("depthkd-student", "challenger")
     assert int(student.version) == 1
     assert student.run_id == run.info.run_id
-    teacher = client.get_model_version_by_alias("depthkd-teacher", "acclimated")
+    teacher = client.get_model_version_by_alias("depthkd-acclimated-teacher", "newest")
     assert int(teacher.version) == 1
+    assert (
+        teacher.tags["student"]
+        == load_config(REPO_ROOT / "configs" / "tiny.yaml").model.student.name
+    )

@@ -137,9 +137,13 @@ def test_a_model_file_loads_only_as_its_own_kind(home: Path) -> None:
     """An acclimated teacher is not a plain teacher (their kinds once matched by suffix)."""
     files = _files(home)
     assert load_model(files["acclimated"], expect=ModelKind.ACCLIMATED_TEACHER)
-    with pytest.raises(CheckpointError, match="holds a acclimated_teacher, not a teacher"):
+    with pytest.raises(
+        CheckpointError, match="holds a model of kind 'acclimated_teacher', not 'teacher'"
+    ):
         load_model(files["acclimated"], expect=ModelKind.TEACHER)
     either = (ModelKind.TEACHER, ModelKind.ACCLIMATED_TEACHER)
     assert load_model(files["teacher"], expect=either)
-    with pytest.raises(CheckpointError, match="not a acclimated_teacher or teacher"):
+    with pytest.raises(
+        CheckpointError, match="kind 'student', not 'acclimated_teacher' or 'teacher'"
+    ):
         load_model(files["student"], expect=either)
