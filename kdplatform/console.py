@@ -38,7 +38,7 @@ from typing import Any, Protocol, TextIO
 
 import ray
 
-from kdplatform.environ import patched_environ
+from depthkd.environ import patched_environ
 
 LOG_NAME = "job.log"
 # Where drivers, passes, sweeps and benchmarks write their one-line events (print, or a console's).

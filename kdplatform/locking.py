@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from kdplatform.console import Log
-from kdplatform.errors import DepthKDError
+from depthkd.console import Log
+from depthkd.errors import DepthKDError
 
 
 @contextmanager

@@ -12,8 +12,8 @@ import os
 
 import ray
 
-from kdplatform.environ import patched_environ
-from kdplatform.ports import HOST, free_port
+from depthkd.environ import patched_environ
+from depthkd.ports import HOST, free_port
 
 
 def ensure_ray(*, log_to_driver: bool = True) -> str:

@@ -11,7 +11,7 @@ import fnmatch
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from kdplatform.errors import RegistryError
+from depthkd.errors import RegistryError
 
 T = TypeVar("T")
 

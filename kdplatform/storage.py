@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
-from kdplatform import atomic
-from kdplatform.errors import DataError
+from depthkd import atomic
+from depthkd.errors import DataError
 
 S3_SCHEME = "s3://"
 

@@ -30,7 +30,7 @@ import timm
 import torch
 from torch import nn
 
-from kdplatform.errors import CheckpointError, ConfigError, RegistryError
+from depthkd.errors import CheckpointError, ConfigError, RegistryError
 
 PYRAMID_REDUCTIONS = (4, 8, 16, 32)
 _VIT_PREFIXES = ("vit_", "deit_", "deit3_")

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from models.layers import ConvBNAct, resize_to
-from models.lg import LGBlock
+from depthkd.models.layers import ConvBNAct, resize_to
+from depthkd.models.lg import LGBlock
 
 
 class LGDecoder(nn.Module):

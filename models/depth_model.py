@@ -8,8 +8,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from models.heads import DepthHead
-from models.layers import pad_to_multiple
+from depthkd.models.heads import DepthHead
+from depthkd.models.layers import pad_to_multiple
 
 
 class DepthOutput(NamedTuple):

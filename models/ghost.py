@@ -17,11 +17,11 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from models.backbones import PYRAMID_REDUCTIONS
-from models.decoders import LGDecoder
-from models.depth_model import DepthModel
-from models.heads import DepthHead
-from models.layers import ConvBNAct, pad_to_multiple, resize_to
+from depthkd.models.backbones import PYRAMID_REDUCTIONS
+from depthkd.models.decoders import LGDecoder
+from depthkd.models.depth_model import DepthModel
+from depthkd.models.heads import DepthHead
+from depthkd.models.layers import ConvBNAct, pad_to_multiple, resize_to
 
 
 def student_pyramid_sizes(height: int, width: int) -> list[tuple[int, int]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.layers import ConvBNAct, resize_to
+from depthkd.models.layers import ConvBNAct, resize_to
 
 
 class _MapHead(nn.Module):

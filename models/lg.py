@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.layers import ConvBNAct
+from depthkd.models.layers import ConvBNAct
 
 
 class LGBlock(nn.Module):

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdplatform import atomic
-from kdplatform.errors import CheckpointError, RegistryError
-from models.kinds import ModelKind
+from depthkd import atomic
+from depthkd.errors import CheckpointError, RegistryError
+from depthkd.models.kinds import ModelKind
 
 _PREFIXES = ("module.", "_orig_mod.")
 
@@ -113,7 +113,7 @@ def load_model(
     Raises:
         CheckpointError: unreadable file, no arch / state_dict, wrong kind, or a mismatch.
     """
-    from models.zoo import build_from_arch
+    from depthkd.models.zoo import build_from_arch
 
     path = Path(path)
     if not path.is_file():

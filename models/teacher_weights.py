@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from kdplatform.config.schema import TeacherConfig
-from kdplatform.errors import CheckpointError
-from models.backbones import load_state_dict
-from models.depth_model import DepthModel
-from models.zoo import build_teacher
+from depthkd.config.schema import TeacherConfig
+from depthkd.errors import CheckpointError
+from depthkd.models.backbones import load_state_dict
+from depthkd.models.depth_model import DepthModel
+from depthkd.models.zoo import build_teacher
 
 _SHOWN = 6  # keys listed per kind of mismatch
 

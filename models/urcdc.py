@@ -18,9 +18,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from models.depth_model import DepthModel
-from models.heads import ConfidenceHead
-from models.layers import ConvBNAct, pad_to_multiple, resize_to
+from depthkd.models.depth_model import DepthModel
+from depthkd.models.heads import ConfidenceHead
+from depthkd.models.layers import ConvBNAct, pad_to_multiple, resize_to
 
 
 class CouplingUnit(nn.Module):

@@ -13,16 +13,16 @@ from dataclasses import dataclass, field
 
 import timm
 
-from kdplatform.config.schema import StudentConfig, TeacherConfig
-from kdplatform.errors import RegistryError
-from kdplatform.registry import Registry
-from models.backbones import build_backbone
-from models.decoders import DPTDecoder, LGDecoder
-from models.depth_model import DepthModel
-from models.ghost import AcclimatedTeacher, GhostDecoder
-from models.heads import DepthHead
-from models.kinds import ModelKind
-from models.urcdc import CrossDistillModel
+from depthkd.config.schema import StudentConfig, TeacherConfig
+from depthkd.errors import RegistryError
+from depthkd.models.backbones import build_backbone
+from depthkd.models.decoders import DPTDecoder, LGDecoder
+from depthkd.models.depth_model import DepthModel
+from depthkd.models.ghost import AcclimatedTeacher, GhostDecoder
+from depthkd.models.heads import DepthHead
+from depthkd.models.kinds import ModelKind
+from depthkd.models.urcdc import CrossDistillModel
+from depthkd.registry import Registry
 
 
 @dataclass(frozen=True)

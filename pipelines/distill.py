@@ -5,7 +5,7 @@ Also the entry point of `ray job submit --working-dir . -- python pipelines/dist
 
 import sys
 
-from kdplatform.cli.main import main
+from depthkd.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["distill", *sys.argv[1:]]))

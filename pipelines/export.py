@@ -3,7 +3,7 @@
 
 import sys
 
-from kdplatform.cli.main import main
+from depthkd.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["export", *sys.argv[1:]]))

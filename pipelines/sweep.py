@@ -6,7 +6,7 @@ Also the entry point of `ray job submit --working-dir . -- python pipelines/swee
 
 import sys
 
-from kdplatform.cli.main import main
+from depthkd.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["sweep", *sys.argv[1:]]))

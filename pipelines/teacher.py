@@ -2,7 +2,7 @@
 
 import sys
 
-from kdplatform.cli.main import main
+from depthkd.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["teacher", *sys.argv[1:]]))

@@ -1,4 +1,4 @@
-"""A session cache of the bundled synthetic data sets (`kdplatform.data.bundled`) for the tests.
+"""A session cache of the bundled synthetic data sets (`depthkd.data.bundled`) for the tests.
 
 Nearly every job test gets a fresh `$DEPTHKD_HOME`, where the job builds the bundled set of its
 config: it renders the frames, prepares three shard splits (in a worker pool that alone takes
@@ -28,9 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kdplatform.config.schema import DataConfig
-from kdplatform.data.bundled import ensure_shards, synthetic_dir
-from kdplatform.data.shards import FORMAT_VERSION, MANIFEST
+from depthkd.config.schema import DataConfig
+from depthkd.data.bundled import ensure_shards, synthetic_dir
+from depthkd.data.shards import FORMAT_VERSION, MANIFEST
 
 # DataConfig fields that decide which splits a bundled set has (train, eval, test, unlabeled...)
 SPLIT_FIELDS = tuple(name for name in DataConfig.model_fields if name.endswith("_split"))
@@ -176,11 +176,11 @@ def _relocate_tar(src: Path, dst: Path, old: bytes, new: bytes) -> None:
 
 
 def _dump_manifest(manifest: dict[str, Any]) -> str:
-    return json.dumps(manifest, indent=2, sort_keys=True) + "\n"  # as kdplatform.atomic writes it
+    return json.dumps(manifest, indent=2, sort_keys=True) + "\n"  # as depthkd.atomic writes it
 
 
 def _split_fingerprint(entry: dict[str, Any]) -> str:
-    """`kdplatform.data.shards._fingerprint` of a bundled split, from its manifest entry."""
+    """`depthkd.data.shards._fingerprint` of a bundled split, from its manifest entry."""
     ident = {
         "source": entry["source"],
         "split_file_sha256": entry["split_file_sha256"],
@@ -218,7 +218,7 @@ def _fingerprint_or_none(entry: dict[str, Any]) -> str | None:
 
 
 def seeding_build(cache: BundledCache, build: Callable[..., Path]) -> Callable[..., Path]:
-    """`kdplatform.data.bundled._build_bundled` that first places a cached copy of the set (while
+    """`depthkd.data.bundled._build_bundled` that first places a cached copy of the set (while
     `cache.enabled`, and never into the cache's own folders); the real function then finds it
     complete and verifies it."""
 

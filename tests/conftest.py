@@ -18,11 +18,11 @@ import pytest
 import ray
 import sqlalchemy
 
-from kdplatform.config.schema import PrepareConfig
-from kdplatform.data import bundled
-from kdplatform.data.shards import PrepareReport, prepare_shards
-from kdplatform.data.sources import build_source
-from kdplatform.tracking.store import DB_FILE
+from depthkd.config.schema import PrepareConfig
+from depthkd.data import bundled
+from depthkd.data.shards import PrepareReport, prepare_shards
+from depthkd.data.sources import build_source
+from depthkd.tracking.store import DB_FILE
 from tests.bundled_cache import BundledCache, seeding_build
 
 pytest_plugins = ["tests.local_cluster"]  # the `local_ray_cluster` fixture

@@ -1,6 +1,6 @@
 """A real local Ray cluster, a pytest plugin of tests/conftest.py: job-submission tests send jobs
 to it, and sweep tests run beside it (a second Ray on the machine). The nodes themselves come
-from `kdplatform.devcluster.ray_nodes`."""
+from `depthkd.devcluster.ray_nodes`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kdplatform.devcluster.ray_nodes import (  # noqa: F401  (re-exported for the tests)
+from depthkd.devcluster.ray_nodes import (  # noqa: F401  (re-exported for the tests)
     AUTH_MODE,
     RAY,
     VENV_BIN,

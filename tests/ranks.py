@@ -8,7 +8,7 @@ from datetime import timedelta
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from kdplatform.ports import free_port
+from depthkd.ports import free_port
 
 
 def join_group(rank: int, port: int, world: int) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kdplatform.devcluster import services
-from kdplatform.devcluster.services import (  # noqa: F401  (re-exported for the tests)
+from depthkd.devcluster import services
+from depthkd.devcluster.services import (  # noqa: F401  (re-exported for the tests)
     Postgres,
     S3Server,
     free_port,

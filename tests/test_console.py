@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kdplatform import console as console_module
-from kdplatform.console import JobConsole, ProgressReporter
+from depthkd import console as console_module
+from depthkd.console import JobConsole, ProgressReporter
 
 
 @pytest.fixture

@@ -9,55 +9,61 @@ under it. Changing the order is a design decision: say why in the commit.
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
+from tests.packaging import package_folders
+
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("kdplatform", "models", "tune", "pipelines")
+# `{package: folder}` as pyproject.toml's package-dir maps them: the one import root `depthkd`
+PACKAGES = package_folders(ROOT)
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     # base: errors, files, processes, ports, storage URLs, console, metric names, joining Ray
-    # (`kdplatform` is the package's own __init__ only; every other module is listed)
+    # (`depthkd` is the package's own __init__ only; every other module is listed)
     (
-        "kdplatform",
-        "kdplatform.errors",
-        "kdplatform.atomic",
-        "kdplatform.environ",
-        "kdplatform.ports",
-        "kdplatform.processes",
-        "kdplatform.locking",
-        "kdplatform.registry",
-        "kdplatform.storage",
-        "kdplatform.console",
-        "kdplatform.metric_names",
-        "kdplatform.raycluster",
+        "depthkd",
+        "depthkd.errors",
+        "depthkd.atomic",
+        "depthkd.environ",
+        "depthkd.ports",
+        "depthkd.processes",
+        "depthkd.locking",
+        "depthkd.registry",
+        "depthkd.storage",
+        "depthkd.console",
+        "depthkd.metric_names",
+        "depthkd.raycluster",
+        "depthkd.configs",  # the shipped config files (package data)
     ),
-    ("kdplatform.config",),
-    ("kdplatform.data",),
-    ("models",),
-    ("kdplatform.eval",),  # metrics, protocols, evaluation runs, previews, model cost
-    ("kdplatform.tracking",),  # every MLflow call
-    ("kdplatform.devcluster",),
-    ("kdplatform.inference",),
-    ("kdplatform.pseudolabel",),
-    ("kdplatform.train",),
-    ("kdplatform.promotion",),
-    ("tune",),
-    ("kdplatform.bench",),  # a leaf: nothing but the command line imports it
-    ("kdplatform.cli",),
-    ("pipelines",),
+    ("depthkd.config",),
+    ("depthkd.data",),
+    ("depthkd.models",),
+    ("depthkd.eval",),  # metrics, protocols, evaluation runs, previews, model cost
+    ("depthkd.tracking",),  # every MLflow call
+    ("depthkd.devcluster",),
+    ("depthkd.inference",),
+    ("depthkd.pseudolabel",),
+    ("depthkd.train",),
+    ("depthkd.promotion",),
+    ("depthkd.tune",),
+    ("depthkd.bench",),  # a leaf: nothing but the command line imports it
+    ("depthkd.cli",),
+    ("depthkd.pipelines",),
 )
 
 
-def module_files(root: Path, packages: Iterable[str]) -> dict[str, Path]:
-    """`{dotted module name: file}` of every module under the `packages` folders of `root`."""
+def module_files(root: Path, packages: Mapping[str, str]) -> dict[str, Path]:
+    """`{dotted module name: file}` of every module under the folders of `root` that `packages`
+    maps (`{package: folder}`), the files of a mapped subpackage under its own name only."""
     found = {}
-    for package in packages:
-        for path in sorted((root / package).rglob("*.py")):
-            parts = path.relative_to(root).with_suffix("").parts
-            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    for package, folder in packages.items():
+        for path in sorted((root / folder).rglob("*.py")):
+            parts = path.relative_to(root / folder).with_suffix("").parts
+            name = ".".join([package, *(parts[:-1] if parts[-1] == "__init__" else parts)])
+            found.setdefault(name, path)
     return found
 
 
@@ -97,7 +103,7 @@ def layer_of(module: str, layers: Sequence[Sequence[str]]) -> int:
     best, index = -1, None
     for i, prefixes in enumerate(layers):
         for prefix in prefixes:
-            whole = module.startswith(prefix + ".") and prefix != "kdplatform"
+            whole = module.startswith(prefix + ".") and prefix != "depthkd"
             if (module == prefix or whole) and len(prefix) > best:
                 best, index = len(prefix), i
     if index is None:
@@ -173,8 +179,8 @@ def test_benchmarks_are_a_leaf_only_the_command_line_imports(graph):
     importers = {
         module
         for module, targets in graph.items()
-        if any(t.startswith("kdplatform.bench") for t in targets)
-        and not module.startswith(("kdplatform.bench", "kdplatform.cli"))
+        if any(t.startswith("depthkd.bench") for t in targets)
+        and not module.startswith(("depthkd.bench", "depthkd.cli"))
     }
     assert importers == set()
 
@@ -191,7 +197,7 @@ def test_the_checker_finds_a_circle_and_an_upward_import(tmp_path):
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    graph = import_graph(module_files(tmp_path, ("low", "high")))
+    graph = import_graph(module_files(tmp_path, {"low": "low", "high": "high"}))
     assert graph["high.c"] == {"high.b", "low", "low.a"}  # `from low import a` runs low too
     assert import_circles(graph) == [["high.b", "low.a"]]
     assert upward_imports(graph, (("low",), ("high",))) == ["low.a -> high", "low.a -> high.b"]

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from kdplatform.cli.main import build_parser
-from kdplatform.config.files import DEFAULT_CONFIG
-from kdplatform.config.loader import load_config
+from depthkd.cli.main import build_parser
+from depthkd.config.files import DEFAULT_CONFIG
+from depthkd.config.loader import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"

@@ -1,2 +1,2 @@
 """Ray Tune sweeps: the sweep spec, its search space, the trial trainable, the driver, its
-results and plots (their benchmarks: `kdplatform.bench.sweep`)."""
+results and plots (their benchmarks: `depthkd.bench.sweep`)."""

@@ -26,10 +26,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from kdplatform import atomic
-from kdplatform.errors import ConfigError
-from tune.spec import STUDENT_KEY
-from tune.status import COMPLETED, STOPPED
+from depthkd import atomic
+from depthkd.errors import ConfigError
+from depthkd.tune.spec import STUDENT_KEY
+from depthkd.tune.status import COMPLETED, STOPPED
 
 Mode = Literal["min", "max"]
 Point = tuple[float, float]

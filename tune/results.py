@@ -13,17 +13,17 @@ import re
 from pathlib import Path
 from typing import Any
 
-from kdplatform.config.loader import save_config, with_values
-from kdplatform.config.schema import ExperimentConfig
-from kdplatform.storage import Location
-from kdplatform.tracking.logger import RunLogger
-from kdplatform.tracking.runs import JobRun, child_runs, latest_metrics
-from tune import plots
-from tune.plots import TrialRecord
-from tune.spec import STUDENT_KEY, SweepConfig
-from tune.status import COMPLETED, ERROR, STOPPED, trial_status
-from tune.teachers import SweepTeacher
-from tune.trial import trial_job_id, trial_run_name
+from depthkd.config.loader import save_config, with_values
+from depthkd.config.schema import ExperimentConfig
+from depthkd.storage import Location
+from depthkd.tracking.logger import RunLogger
+from depthkd.tracking.runs import JobRun, child_runs, latest_metrics
+from depthkd.tune import plots
+from depthkd.tune.plots import TrialRecord
+from depthkd.tune.spec import STUDENT_KEY, SweepConfig
+from depthkd.tune.status import COMPLETED, ERROR, STOPPED, trial_status
+from depthkd.tune.teachers import SweepTeacher
+from depthkd.tune.trial import trial_job_id, trial_run_name
 
 RESULTS_DIR = "results"
 
@@ -201,13 +201,13 @@ def register_best(
     """Logs the best trial's student to its run and registers it as `<student model>@challenger`
     with the sweep, trial, dataset, splits, protocol, val metrics and teacher version as tags; the
     test metrics (read now, after the choice) are report tags."""
-    from kdplatform.data.shards import read_manifest
-    from kdplatform.eval.runner import evaluate_split
-    from kdplatform.metric_names import HEADLINE_METRICS
-    from kdplatform.tracking import model_registry
-    from kdplatform.train.launcher import latest_export
-    from kdplatform.train.registration import registration_tags
-    from models.serialization import load_model
+    from depthkd.data.shards import read_manifest
+    from depthkd.eval.runner import evaluate_split
+    from depthkd.metric_names import HEADLINE_METRICS
+    from depthkd.models.serialization import load_model
+    from depthkd.tracking import model_registry
+    from depthkd.train.launcher import latest_export
+    from depthkd.train.registration import registration_tags
 
     job_id = trial_job_id(spec.name, best.trial_id)
     child = child_runs(parent).get(job_id)

@@ -12,8 +12,8 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator
 
-from kdplatform.config.schema import ExperimentConfig
-from tune.spec import SweepConfig
+from depthkd.config.schema import ExperimentConfig
+from depthkd.tune.spec import SweepConfig
 
 TUNE_DIR = "tune"
 

@@ -25,8 +25,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from kdplatform.config.schema import StrictModel
-from kdplatform.metric_names import METRIC_NAMES
+from depthkd.config.schema import StrictModel
+from depthkd.metric_names import METRIC_NAMES
 
 STUDENT_KEY = "model.student.name"
 # What a trial may change: its stage's objective, loss settings and optimizer, the augmentation,

@@ -3,7 +3,7 @@ the end status of its MLflow run, both decided from what Tune saw of the trial."
 
 from __future__ import annotations
 
-from kdplatform.tracking.runs import RunEndStatus
+from depthkd.tracking.runs import RunEndStatus
 
 COMPLETED = "TERMINATED"  # Tune's status of a trial that ran to its end (full budget here)
 STOPPED = "STOPPED"  # ended by the scheduler before the full budget

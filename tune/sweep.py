@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdplatform import atomic
-from kdplatform.config.loader import dump_config, load_config, save_config, with_values
-from kdplatform.config.schema import ExperimentConfig, depthkd_home
-from kdplatform.console import Log
-from kdplatform.errors import ConfigError
-from kdplatform.storage import Location
-from kdplatform.tracking.server import local_tracking_server
-from tune.spec import STUDENT_KEY, SweepConfig
+from depthkd import atomic
+from depthkd.config.loader import dump_config, load_config, save_config, with_values
+from depthkd.config.schema import ExperimentConfig, depthkd_home
+from depthkd.console import Log
+from depthkd.errors import ConfigError
+from depthkd.storage import Location
+from depthkd.tracking.server import local_tracking_server
+from depthkd.tune.spec import STUDENT_KEY, SweepConfig
 
 IDENTITY_FILE = "identity.json"
 REGISTERED_FILE = "registered.json"
@@ -172,13 +172,13 @@ def student_names(spec: SweepConfig, base: ExperimentConfig) -> list[str]:
 
 def run_sweep(spec: SweepConfig, *, log: Log = print, progress: bool = True) -> SweepOutcome:
     """Runs (or resumes) the sweep to the end; see the module docstring for the order."""
-    from kdplatform.raycluster import ensure_ray
-    from kdplatform.tracking.runs import ensure_job_experiment, finish_job_run, open_job_run
-    from kdplatform.tracking.store import tracking_uri
-    from kdplatform.train.jobs import resolve_shards
-    from kdplatform.train.launcher import check_cluster
-    from kdplatform.train.profile import data_profile
-    from tune.trial import SWEEP_TAG
+    from depthkd.raycluster import ensure_ray
+    from depthkd.tracking.runs import ensure_job_experiment, finish_job_run, open_job_run
+    from depthkd.tracking.store import tracking_uri
+    from depthkd.train.jobs import resolve_shards
+    from depthkd.train.launcher import check_cluster
+    from depthkd.train.profile import data_profile
+    from depthkd.tune.trial import SWEEP_TAG
 
     started = time.perf_counter()
     base = base_experiment(spec)
@@ -236,19 +236,19 @@ def _run(
     """The sweep inside its parent run: teachers, trials, results, registration."""
     from ray import tune
 
-    from kdplatform.tracking.datasets import log_dataset_input
-    from kdplatform.tracking.logger import RunLogger
-    from kdplatform.train.unlabeled import mixes_unlabeled, needs_labelling, unlabeled_frames
-    from tune import results as sweep_results
-    from tune.console import SweepConsole
-    from tune.space import build_tuner, fit_interruptibly, rounds_per_trial
-    from tune.teachers import (
+    from depthkd.tracking.datasets import log_dataset_input
+    from depthkd.tracking.logger import RunLogger
+    from depthkd.train.unlabeled import mixes_unlabeled, needs_labelling, unlabeled_frames
+    from depthkd.tune import results as sweep_results
+    from depthkd.tune.console import SweepConsole
+    from depthkd.tune.space import build_tuner, fit_interruptibly, rounds_per_trial
+    from depthkd.tune.teachers import (
         ensure_teachers,
         labelling_teacher,
         needs_acclimated_teacher,
         student_costs,
     )
-    from tune.trial import TrialContext, TrialRunEnder, run_trial
+    from depthkd.tune.trial import TrialContext, TrialRunEnder, run_trial
 
     directory = outcome.directory
     students = student_names(spec, base)
@@ -345,7 +345,7 @@ def _run(
     outcome.registered = f"{name} v{version} @challenger"
     atomic.write_json(marker, {"trial": outcome.best.trial_id, "version": version})
     if spec.promote:
-        from kdplatform.promotion.gate import run_gate
+        from depthkd.promotion.gate import run_gate
 
         gate = run_gate(base, candidate=str(version), log=log)
         outcome.promotion = gate.decision.reason

@@ -15,13 +15,13 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from kdplatform import atomic
-from kdplatform.config.loader import with_values
-from kdplatform.config.schema import TEACHER_ONLINE_TERMS, ExperimentConfig
-from kdplatform.console import Log
-from kdplatform.train.profile import DataProfile
-from models.kinds import ModelKind
-from tune.spec import SweepConfig
+from depthkd import atomic
+from depthkd.config.loader import with_values
+from depthkd.config.schema import TEACHER_ONLINE_TERMS, ExperimentConfig
+from depthkd.console import Log
+from depthkd.models.kinds import ModelKind
+from depthkd.train.profile import DataProfile
+from depthkd.tune.spec import SweepConfig
 
 TEACHERS_FILE = "teachers.json"
 DEPTH_TEACHER = "depth teacher"  # its entry in TEACHERS_FILE (the others are student names)
@@ -62,7 +62,7 @@ def _depth_teacher(
         return base.model.teacher.checkpoint
     if not (base.acclimate.pretrain_teacher or required):
         return None
-    from kdplatform.train.jobs import prepare_job, run_job
+    from depthkd.train.jobs import prepare_job, run_job
 
     known = _known(directory)
     entry = known.get(DEPTH_TEACHER)
@@ -109,7 +109,7 @@ def ensure_teachers(
 ) -> dict[str, SweepTeacher]:
     """An acclimated teacher per student name: `distill.teacher` of the base when it names one
     (one student only), else acclimated now through the real job path, once per sweep."""
-    from kdplatform.train.jobs import prepare_job, run_job
+    from depthkd.train.jobs import prepare_job, run_job
 
     teachers: dict[str, SweepTeacher] = {}
     if base.distill.teacher is None:
@@ -156,8 +156,8 @@ def student_costs(
     fails on the driver for a student name that does not exist."""
     import torch
 
-    from kdplatform.eval.cost import count_params, median_latencies_ms
-    from models.zoo import build_student
+    from depthkd.eval.cost import count_params, median_latencies_ms
+    from depthkd.models.zoo import build_student
 
     height, width = frame_size(base, shards)
     image = torch.rand(1, 3, height, width)
@@ -173,7 +173,7 @@ def student_costs(
 
 def frame_size(base: ExperimentConfig, shards: Path) -> tuple[int, int]:
     """The size students are evaluated at: that of the first val frame as the loader gives it."""
-    from kdplatform.data.loader import eval_loader
+    from depthkd.data.loader import eval_loader
 
     batch = next(iter(eval_loader(shards, base.data.eval_split, base.data)))
     height, width = batch["image"].shape[-2:]

@@ -18,12 +18,12 @@ from ray import tune
 from ray.tune import Callback
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from kdplatform.config.loader import with_values
-from kdplatform.config.schema import ExperimentConfig
-from kdplatform.tracking.runs import JobRun, end_child_run, open_job_run
-from kdplatform.train.launcher import run_stage
-from kdplatform.train.profile import DataProfile
-from tune.status import ERROR, RUN_END, trial_status
+from depthkd.config.loader import with_values
+from depthkd.config.schema import ExperimentConfig
+from depthkd.tracking.runs import JobRun, end_child_run, open_job_run
+from depthkd.train.launcher import run_stage
+from depthkd.train.profile import DataProfile
+from depthkd.tune.status import ERROR, RUN_END, trial_status
 
 TRIAL_TAG = "depthkd.trial"
 SWEEP_TAG = "depthkd.sweep"

@@ -1,6 +1,6 @@
 """GPU throughput of the distillation step: plain, channels_last, torch.compile and both.
 
-Every variant runs `kdplatform.bench.train.timed_steps`: the `distill` stage (the config's
+Every variant runs `depthkd.bench.train.timed_steps`: the `distill` stage (the config's
 student, a frozen acclimated teacher saved and loaded as in a job), its optimizer and schedule,
 gradient clipping, one in-memory random batch, bf16 autocast around the forward and losses as the
 loop's `train.amp: bf16`. The variants change only how the student and the images are held:
@@ -29,9 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdplatform.bench.train import BENCH_PROFILE, StepTiming, TrainBenchSettings, timed_steps
-from kdplatform.config.schema import ExperimentConfig
-from kdplatform.console import Log
+from depthkd.bench.train import BENCH_PROFILE, StepTiming, TrainBenchSettings, timed_steps
+from depthkd.config.schema import ExperimentConfig
+from depthkd.console import Log
 
 # name -> (channels_last, torch.compile)
 VARIANTS: dict[str, tuple[bool, bool]] = {
@@ -91,8 +91,8 @@ def run_gpu_benchmark(
     log: Log | None = print,
 ) -> GpuBenchResult:
     """Times the distill step under each of `variants` (names of `VARIANTS`), alternating."""
-    from models.serialization import save_model
-    from models.zoo import build_acclimated_teacher
+    from depthkd.models.serialization import save_model
+    from depthkd.models.zoo import build_acclimated_teacher
 
     if "plain" not in variants:
         raise ValueError("the GPU benchmark compares against the plain variant: include it")

@@ -35,20 +35,20 @@ from typing import Any
 
 import torch
 
-from kdplatform import atomic
-from kdplatform.config.loader import with_values
-from kdplatform.config.schema import ExperimentConfig
-from kdplatform.console import Log
-from kdplatform.data.shards import read_manifest, split_entry
-from kdplatform.errors import ConfigError
-from kdplatform.eval.runner import evaluate_split
-from kdplatform.train.job_context import JobContext
-from kdplatform.train.jobs import prepare_job, resolve_shards, run_job
-from kdplatform.train.reports import split_metrics
-from kdplatform.train.unlabeled import unlabeled_frames
-from models.kinds import ModelKind
-from models.serialization import load_model, save_model
-from models.zoo import build_acclimated_teacher
+from depthkd import atomic
+from depthkd.config.loader import with_values
+from depthkd.config.schema import ExperimentConfig
+from depthkd.console import Log
+from depthkd.data.shards import read_manifest, split_entry
+from depthkd.errors import ConfigError
+from depthkd.eval.runner import evaluate_split
+from depthkd.models.kinds import ModelKind
+from depthkd.models.serialization import load_model, save_model
+from depthkd.models.zoo import build_acclimated_teacher
+from depthkd.train.job_context import JobContext
+from depthkd.train.jobs import prepare_job, resolve_shards, run_job
+from depthkd.train.reports import split_metrics
+from depthkd.train.unlabeled import unlabeled_frames
 
 REPORTED = ("abs_rel", "rmse", "d1")  # per row, mean ± std over seeds
 

@@ -3,7 +3,7 @@
 Both loaders decode the same 640×480 synthetic NYU-like frames, run the same augmentation and
 collation in the same number of worker processes, and are timed alternately in one run (the
 machines are noisy, so the ratio is what counts). The baseline reads each rgb/depth pair of the
-raw layout (local files, or S3 objects in `kdplatform.bench.loader_s3`) and decodes it with PIL
+raw layout (local files, or S3 objects in `depthkd.bench.loader_s3`) and decodes it with PIL
 through a map-style `Dataset` and a shuffling `DataLoader`. With `cold=True` the page cache of
 every raw file and shard is dropped before each timed pass (`posix_fadvise(DONTNEED)`), as on a
 dataset larger than memory.
@@ -25,17 +25,17 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from kdplatform import storage
-from kdplatform.config.schema import AugmentConfig, DataConfig, PrepareConfig
-from kdplatform.console import Log
-from kdplatform.data.augment import augment
-from kdplatform.data.constants import NYU_DEPTH_SCALE
-from kdplatform.data.loader import collate, train_loader
-from kdplatform.data.shards import PrepareReport, prepare_shards
-from kdplatform.data.sources import build_source
-from kdplatform.data.sources.base import read_split_file
-from kdplatform.data.sources.synthetic import write_synthetic
-from kdplatform.storage import Location
+from depthkd import storage
+from depthkd.config.schema import AugmentConfig, DataConfig, PrepareConfig
+from depthkd.console import Log
+from depthkd.data.augment import augment
+from depthkd.data.constants import NYU_DEPTH_SCALE
+from depthkd.data.loader import collate, train_loader
+from depthkd.data.shards import PrepareReport, prepare_shards
+from depthkd.data.sources import build_source
+from depthkd.data.sources.base import read_split_file
+from depthkd.data.sources.synthetic import write_synthetic
+from depthkd.storage import Location
 
 # NYU training augmentation as in BTS / URCDC (crop 416×544, ±2.5°), plus CutFlip.
 BENCH_AUGMENT = AugmentConfig(crop=(416, 544), rotation_deg=2.5, cutflip_p=0.5)

@@ -2,12 +2,12 @@
 rgb/depth file as its own object, both from the same endpoint.
 
 The frames, decode, augmentation, collation, batch size and worker processes are those of the
-local loader benchmark (`kdplatform.bench.loader`); only the storage differs. The raw NYU layout
+local loader benchmark (`depthkd.bench.loader`); only the storage differs. The raw NYU layout
 is uploaded one object per file (`<url>/raw/<scene>/rgb_*.jpg`, ...) and the prepared shards with
 `upload_shards` (`<url>/shards/`), then both loaders are timed alternately. The per-file split
 file stays local, as a BTS-style loader keeps its file list.
 
-Endpoint and credentials come from the AWS environment only (see `kdplatform.storage`); the
+Endpoint and credentials come from the AWS environment only (see `depthkd.storage`); the
 result names the endpoint (without any user info in its URL), never a credential. DataLoader
 workers inherit the environment of this process, so it must point at the endpoint before the
 benchmark runs.
@@ -22,17 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from kdplatform import storage
-from kdplatform.bench.loader import (
+from depthkd import storage
+from depthkd.bench.loader import (
     LoaderComparison,
     alternating_rates,
     bench_data,
     per_file_loader,
     shard_loader,
 )
-from kdplatform.console import Log
-from kdplatform.data.shards import upload_shards
-from kdplatform.errors import DataError
+from depthkd.console import Log
+from depthkd.data.shards import upload_shards
+from depthkd.errors import DataError
 
 UPLOAD_THREADS = 8  # boto3 clients are thread-safe; many small PUTs are latency-bound
 GET_PROBES = 40  # raw objects read one by one to measure the endpoint's GET latency

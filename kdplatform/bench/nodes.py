@@ -1,5 +1,5 @@
 """Multi-node benchmark: the same supervised job with 1 worker on one node and with 2 workers on
-2 nodes of the dev cluster (`kdplatform.devcluster.cluster`: nodes sharing only S3 and the
+2 nodes of the dev cluster (`depthkd.devcluster.cluster`: nodes sharing only S3 and the
 tracking server), alternating, reading its shards from S3 and its checkpoints going to S3.
 
 The figure is the job's global training throughput (`<stage>/train/samples_per_s`, the median of
@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
-from kdplatform.data.shards import upload_shards
-from kdplatform.devcluster.cluster import WORKER_RESOURCE, DevCluster, dev_cluster, synthetic_shards
-from kdplatform.errors import DepthKDError
+from depthkd.data.shards import upload_shards
+from depthkd.devcluster.cluster import WORKER_RESOURCE, DevCluster, dev_cluster, synthetic_shards
+from depthkd.errors import DepthKDError
 
 STAGE = "supervised"
 EXPERIMENT = "bench-nodes"
@@ -69,7 +69,7 @@ def _job(settings: NodesSettings, name: str, shards: str, storage: str, workers:
 
 
 def _samples_per_s(cluster: DevCluster, name: str) -> float:
-    from kdplatform.tracking.runs import job_metric_history
+    from depthkd.tracking.runs import job_metric_history
 
     key = f"{STAGE}/train/samples_per_s"
     values = job_metric_history(cluster.tracking.uri, EXPERIMENT, name, key)
@@ -91,7 +91,7 @@ def run_nodes_bench(work: Path, settings: NodesSettings, *, log=print) -> dict[s
                 config.write_text(yaml.safe_dump(job))
                 log_file = work / f"{name}.log"
                 with log_file.open("w") as out:
-                    command = [sys.executable, "-m", "kdplatform.cli.main", STAGE, "--quiet"]
+                    command = [sys.executable, "-m", "depthkd.cli.main", STAGE, "--quiet"]
                     rc = subprocess.call(
                         [*command, "--config", str(config)],
                         env=cluster.client_env(),

@@ -25,16 +25,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdplatform.config.loader import with_values
-from kdplatform.config.schema import ExperimentConfig
-from kdplatform.console import Log
-from kdplatform.data.loader import unlabeled_batch_size
-from kdplatform.errors import ConfigError
-from kdplatform.tracking.references import load_model_reference
-from kdplatform.train.profile import DataProfile, family_profile
-from kdplatform.train.schedule import build_optimizer, poly_scheduler
-from kdplatform.train.stages import STAGES, Batch
-from models.kinds import ModelKind
+from depthkd.config.loader import with_values
+from depthkd.config.schema import ExperimentConfig
+from depthkd.console import Log
+from depthkd.data.loader import unlabeled_batch_size
+from depthkd.errors import ConfigError
+from depthkd.models.kinds import ModelKind
+from depthkd.tracking.references import load_model_reference
+from depthkd.train.profile import DataProfile, family_profile
+from depthkd.train.schedule import build_optimizer, poly_scheduler
+from depthkd.train.stages import STAGES, Batch
 
 
 @dataclass

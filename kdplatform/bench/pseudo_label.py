@@ -40,20 +40,20 @@ import numpy as np
 import ray
 import torch
 
-from kdplatform.config.schema import PrepareConfig, TeacherConfig
-from kdplatform.console import Log
-from kdplatform.data.shards import prepare_shards
-from kdplatform.data.sources import build_source
-from kdplatform.data.sources.synthetic import write_synthetic
-from kdplatform.pseudolabel import label_shards
-from kdplatform.pseudolabel.format import depth_scale_for
-from kdplatform.pseudolabel.labeler import label_batch
-from kdplatform.pseudolabel.reader import shard_rows
-from kdplatform.pseudolabel.source import open_source
-from kdplatform.pseudolabel.teacher import load_teacher, resolve_teacher
-from kdplatform.pseudolabel.writer import write_shard
-from models.serialization import save_model
-from models.zoo import build_teacher
+from depthkd.config.schema import PrepareConfig, TeacherConfig
+from depthkd.console import Log
+from depthkd.data.shards import prepare_shards
+from depthkd.data.sources import build_source
+from depthkd.data.sources.synthetic import write_synthetic
+from depthkd.models.serialization import save_model
+from depthkd.models.zoo import build_teacher
+from depthkd.pseudolabel import label_shards
+from depthkd.pseudolabel.format import depth_scale_for
+from depthkd.pseudolabel.labeler import label_batch
+from depthkd.pseudolabel.reader import shard_rows
+from depthkd.pseudolabel.source import open_source
+from depthkd.pseudolabel.teacher import load_teacher, resolve_teacher
+from depthkd.pseudolabel.writer import write_shard
 
 SPLIT = "train"
 

@@ -1,13 +1,13 @@
 """The rows of `depthkd bench all`, in suite order; each calls an existing benchmark.
 
 * `loader_local`: `bench loader` (shard loader vs per-file loader, local disk).
-* `loader_s3`: `kdplatform.bench.loader_s3` against `--s3` or a local moto server.
+* `loader_s3`: `depthkd.bench.loader_s3` against `--s3` or a local moto server.
 * `latency`: `models describe` (student vs teacher, CPU, batch 1).
 * `train`: `bench train` (the distill step through Ray Train vs a plain loop).
 * `onnx`: `depthkd export` (ONNX Runtime vs PyTorch eager, CPU).
-* `nodes`: `kdplatform.bench.nodes` (1 worker on 1 node vs 2 workers on 2 dev-cluster nodes).
+* `nodes`: `depthkd.bench.nodes` (1 worker on 1 node vs 2 workers on 2 dev-cluster nodes).
 * `asha`: `bench asha` (ASHA vs the full budget), read from its newest JSON unless `--asha`.
-* `gpu`: `kdplatform.bench.gpu` (--gpu with CUDA only).
+* `gpu`: `depthkd.bench.gpu` (--gpu with CUDA only).
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from kdplatform import atomic
-from kdplatform.bench.rowspec import Figure, Outcome, SuiteContext, row
-from kdplatform.bench.train import BENCH_PROFILE, TrainBenchSettings
-from kdplatform.environ import patched_environ
-from kdplatform.errors import ConfigError
+from depthkd import atomic
+from depthkd.bench.rowspec import Figure, Outcome, SuiteContext, row
+from depthkd.bench.train import BENCH_PROFILE, TrainBenchSettings
+from depthkd.environ import patched_environ
+from depthkd.errors import ConfigError
 
 ALTERNATING = "alternating passes, median over rounds"
 ASHA_FIELDS = ("asha_rounds", "full_rounds", "asha_best", "full_best", "metric", "configurations")
@@ -68,7 +68,7 @@ def _loader_figures(result: Any) -> list[Figure]:
     ratio_of="shards / per-file",
 )
 def loader_local(ctx: SuiteContext) -> Outcome:
-    from kdplatform.bench.loader import run_loader_benchmark
+    from depthkd.bench.loader import run_loader_benchmark
 
     work = ctx.work / f"loader-{ctx.sizes.loader_n}"
     result = run_loader_benchmark(work, **_loader_settings(ctx))
@@ -85,8 +85,8 @@ def _s3_prefix(ctx: SuiteContext) -> Iterator[str]:
     """An `s3://` prefix to upload to, with the AWS environment pointing at its endpoint: under
     `--s3` (the environment as it is; what was uploaded is deleted afterwards), else a local moto
     server's bucket (its environment applied to os.environ, so loader workers inherit it)."""
-    from kdplatform.bench.loader_s3 import delete_prefix
-    from kdplatform.devcluster.services import s3_server
+    from depthkd.bench.loader_s3 import delete_prefix
+    from depthkd.devcluster.services import s3_server
 
     if ctx.s3:
         prefix = f"{ctx.s3.rstrip('/')}/depthkd-bench-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -113,8 +113,8 @@ def _s3_prefix(ctx: SuiteContext) -> Iterator[str]:
     target=">= 3x",
 )
 def loader_s3(ctx: SuiteContext) -> Outcome:
-    from kdplatform.bench.loader_s3 import run_s3_loader_benchmark
-    from kdplatform.devcluster.services import ServiceUnavailable
+    from depthkd.bench.loader_s3 import run_s3_loader_benchmark
+    from depthkd.devcluster.services import ServiceUnavailable
 
     work = ctx.work / f"loader-{ctx.sizes.loader_n}"
     try:
@@ -145,7 +145,7 @@ def loader_s3(ctx: SuiteContext) -> Outcome:
     ratio_of="teacher / student",
 )
 def latency(ctx: SuiteContext) -> Outcome:
-    from kdplatform.eval.cost import describe_models
+    from depthkd.eval.cost import describe_models
 
     height, width = ctx.sizes.latency_size
     result = describe_models(
@@ -187,8 +187,8 @@ def latency(ctx: SuiteContext) -> Outcome:
 def train(ctx: SuiteContext) -> Outcome:
     import ray
 
-    from kdplatform.bench.train import run_train_benchmark
-    from kdplatform.raycluster import ensure_ray
+    from depthkd.bench.train import run_train_benchmark
+    from depthkd.raycluster import ensure_ray
 
     s = ctx.sizes
     settings = TrainBenchSettings(
@@ -233,10 +233,10 @@ def onnx(ctx: SuiteContext) -> Outcome:
     import numpy as np
     import torch
 
-    from kdplatform.data.sources.render import render_scene
-    from kdplatform.inference.export import export_model
-    from models.serialization import save_model
-    from models.zoo import build_student
+    from depthkd.data.sources.render import render_scene
+    from depthkd.inference.export import export_model
+    from depthkd.models.serialization import save_model
+    from depthkd.models.zoo import build_student
 
     height, width = ctx.sizes.onnx_size
     work = ctx.work / "onnx"
@@ -277,7 +277,7 @@ def _onnxruntime_version() -> str:
 
 def asha_result_path(out: Path, day: datetime.date | None = None) -> Path:
     """Where `--asha` writes its `bench asha` result, and where later runs look for it."""
-    from kdplatform.bench.machine import hostname
+    from depthkd.bench.machine import hostname
 
     return out / f"asha-{(day or datetime.date.today()).isoformat()}-{hostname()}.json"
 
@@ -296,9 +296,9 @@ def newest_asha_result(out: Path) -> Path | None:
 
 
 def _run_asha(ctx: SuiteContext) -> tuple[dict[str, Any], Path]:
-    from kdplatform.bench.sweep import run_asha_benchmark
-    from kdplatform.config.files import BENCH_SWEEP_CONFIG
-    from tune.sweep import load_sweep
+    from depthkd.bench.sweep import run_asha_benchmark
+    from depthkd.config.files import BENCH_SWEEP_CONFIG
+    from depthkd.tune.sweep import load_sweep
 
     spec = load_sweep(BENCH_SWEEP_CONFIG, [])
     result = run_asha_benchmark(spec, tag=time.strftime("%Y%m%d-%H%M%S"), log=print)
@@ -317,8 +317,8 @@ def _run_asha(ctx: SuiteContext) -> tuple[dict[str, Any], Path]:
     ratio_of="2 nodes / 1 node",
 )
 def nodes(ctx: SuiteContext) -> Outcome:
-    from kdplatform.bench.nodes import NodesSettings, run_nodes_bench
-    from kdplatform.devcluster.services import ServiceUnavailable
+    from depthkd.bench.nodes import NodesSettings, run_nodes_bench
+    from depthkd.devcluster.services import ServiceUnavailable
 
     settings = NodesSettings(steps=ctx.sizes.nodes_steps, rounds=ctx.sizes.nodes_rounds)
     work = ctx.work / f"nodes-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -419,7 +419,7 @@ def gpu(ctx: SuiteContext) -> Outcome:
         return Outcome(status="skipped", note="no CUDA device")
     if not ctx.gpu:
         return Outcome(status="not run", note="pass --gpu (depthkd bench all --gpu)")
-    from kdplatform.bench.gpu import run_gpu_benchmark
+    from depthkd.bench.gpu import run_gpu_benchmark
 
     s = ctx.sizes
     height, width = s.gpu_size

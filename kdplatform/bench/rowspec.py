@@ -1,6 +1,6 @@
 """What a row of `depthkd bench all` is: its spec, the sizes and context it runs with, what it
-measured, and the registry rows add themselves to with `@row` (in `kdplatform.bench.rows`; the
-suite in `kdplatform.bench.suite` runs them)."""
+measured, and the registry rows add themselves to with `@row` (in `depthkd.bench.rows`; the
+suite in `depthkd.bench.suite` runs them)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdplatform.config.schema import ExperimentConfig, ModelConfig
-from kdplatform.registry import Registry
+from depthkd.config.schema import ExperimentConfig, ModelConfig
+from depthkd.registry import Registry
 
 
 @dataclass(frozen=True)

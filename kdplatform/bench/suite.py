@@ -2,7 +2,7 @@
 table, `<out>/<YYYY-MM-DD>-<hostname>[-quick].{json,md}`, together with the machine it ran on.
 
 Each row compares a baseline and a candidate measured side by side in the same run, alternating
-passes (the rows themselves are in `kdplatform.bench.rows`). A row that cannot run here is
+passes (the rows themselves are in `depthkd.bench.rows`). A row that cannot run here is
 recorded as skipped or not run, with the reason; a row that fails is recorded as failed with its
 error and the others still run. The console stays quiet: what a row's benchmark prints goes to
 `<work>/logs/<row>.log`, and one line per row is printed as it finishes.
@@ -26,10 +26,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from kdplatform import __version__, atomic
-from kdplatform.bench.machine import hostname, machine_info
-from kdplatform.bench.rowspec import ROW_ORDER, ROWS, Figure, Outcome, RowSpec, SuiteContext
-from kdplatform.console import Log
+from depthkd import __version__, atomic
+from depthkd.bench.machine import hostname, machine_info
+from depthkd.bench.rowspec import ROW_ORDER, ROWS, Figure, Outcome, RowSpec, SuiteContext
+from depthkd.console import Log
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "benchmarks" / "results"
@@ -90,7 +90,7 @@ class Row:
 
 def selected_rows(only: Sequence[str] | None) -> list[RowSpec]:
     """The rows named in `only` (all when empty), in suite order; unknown names are an error."""
-    from kdplatform.bench import rows  # noqa: F401  (registers the rows)
+    from depthkd.bench import rows  # noqa: F401  (registers the rows)
 
     names = list(ROW_ORDER) if not only else [ROWS.get(name).name for name in only]
     return [ROWS.get(name) for name in ROW_ORDER if name in names]
@@ -120,7 +120,7 @@ def quiet(log: Path) -> Iterator[None]:
 
 def run_row(spec: RowSpec, ctx: SuiteContext) -> Row:
     """Runs one row quietly; an error becomes a failed row with the message and the log."""
-    from kdplatform.errors import DepthKDError
+    from depthkd.errors import DepthKDError
 
     log = ctx.work / "logs" / f"{spec.name}.log"
     log.unlink(missing_ok=True)
@@ -169,7 +169,7 @@ def run_suite(
 
     Returns the result object and the paths written.
     """
-    from kdplatform.bench.report import markdown
+    from depthkd.bench.report import markdown
 
     ctx.secrets.update(os.environ[v] for v in SECRET_VARIABLES if os.environ.get(v))
     started_at = datetime.datetime.now().astimezone()

@@ -14,11 +14,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from kdplatform.config.loader import with_values
-from kdplatform.console import Log
-from kdplatform.errors import ConfigError
-from tune.spec import SweepConfig
-from tune.sweep import SweepOutcome, base_experiment, run_sweep
+from depthkd.config.loader import with_values
+from depthkd.console import Log
+from depthkd.errors import ConfigError
+from depthkd.tune.spec import SweepConfig
+from depthkd.tune.sweep import SweepOutcome, base_experiment, run_sweep
 
 
 def _named(spec: SweepConfig, name: str, **update: object) -> SweepConfig:
@@ -37,7 +37,7 @@ def _with_teacher(spec: SweepConfig, teacher: str) -> SweepConfig:
 def _teacher_of(outcome: SweepOutcome) -> str:
     import json
 
-    from tune.teachers import DEPTH_TEACHER, TEACHERS_FILE
+    from depthkd.tune.teachers import DEPTH_TEACHER, TEACHERS_FILE
 
     known = json.loads((outcome.directory / TEACHERS_FILE).read_text())
     known.pop(DEPTH_TEACHER, None)  # the acclimated one is shared, not its depth teacher
@@ -77,8 +77,8 @@ class AshaBenchResult:
 
 def run_asha_benchmark(spec: SweepConfig, *, tag: str, log: Log = print) -> AshaBenchResult:
     """ASHA, then the full budget, on the same random draws (searcher seed) and teacher."""
-    from tune import results
-    from tune.space import rounds_per_trial
+    from depthkd.tune import results
+    from depthkd.tune.space import rounds_per_trial
 
     if spec.searcher.type == "optuna":  # TPE adapts to results: the two runs would differ
         spec = spec.model_copy(
@@ -142,9 +142,9 @@ class OverheadResult:
 def run_overhead_benchmark(spec: SweepConfig, *, tag: str, log: Log = print) -> OverheadResult:
     """The job alone, a one-trial sweep of the same config, the job alone again: one process,
     one Ray, one teacher (acclimated by a first one-trial sweep that is not timed)."""
-    from kdplatform.train.jobs import prepare_job, run_job
-    from tune.results import best_experiment
-    from tune.teachers import SweepTeacher
+    from depthkd.train.jobs import prepare_job, run_job
+    from depthkd.tune.results import best_experiment
+    from depthkd.tune.teachers import SweepTeacher
 
     one = {"num_samples": 1, "max_concurrent_trials": 1}
     warm = run_sweep(_named(spec, f"{spec.name}-warm-{tag}", **one), log=log, progress=False)

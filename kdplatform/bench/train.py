@@ -36,15 +36,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdplatform import atomic
-from kdplatform.config.loader import with_values
-from kdplatform.config.schema import LOSS_TERMS, ExperimentConfig
-from kdplatform.console import Log
-from kdplatform.data.constants import NYU_MAX_DEPTH
-from kdplatform.errors import ConfigError, DepthKDError
-from kdplatform.train.profile import DataProfile
-from kdplatform.train.schedule import build_optimizer, poly_scheduler
-from kdplatform.train.stages import STAGES, Batch, Stage
+from depthkd import atomic
+from depthkd.config.loader import with_values
+from depthkd.config.schema import LOSS_TERMS, ExperimentConfig
+from depthkd.console import Log
+from depthkd.data.constants import NYU_MAX_DEPTH
+from depthkd.errors import ConfigError, DepthKDError
+from depthkd.train.profile import DataProfile
+from depthkd.train.schedule import build_optimizer, poly_scheduler
+from depthkd.train.stages import STAGES, Batch, Stage
 
 # The bundled synthetic data is NYU-like: 10 m cap, 0.1 m SILog threshold.
 BENCH_PROFILE = DataProfile(
@@ -250,7 +250,7 @@ def _ray_side(
 def _ensure_ray(threads: int) -> str:
     import ray
 
-    from kdplatform.raycluster import ensure_ray
+    from depthkd.raycluster import ensure_ray
 
     label = ensure_ray()
     cpus = ray.cluster_resources().get("CPU", 0)
@@ -273,8 +273,8 @@ def run_train_benchmark(
     log(f"ray: {_ensure_ray(settings.threads)}")
     work = Path(tempfile.mkdtemp(prefix="depthkd-bench-train-"))
     try:
-        from models.serialization import save_model
-        from models.zoo import build_acclimated_teacher
+        from depthkd.models.serialization import save_model
+        from depthkd.models.zoo import build_acclimated_teacher
 
         torch.manual_seed(settings.seed)
         teacher = save_model(

@@ -2,7 +2,7 @@
 whose figures go into closing notes.
 
 * `all`: one suite of the benchmarks below plus S3, latency, ONNX and GPU rows, written to
-  `benchmarks/results/<date>-<host>.{json,md}` (`kdplatform.bench.suite`).
+  `benchmarks/results/<date>-<host>.{json,md}` (`depthkd.bench.suite`).
 * `loader`: shard loader vs per-file baseline, plus `data prepare` time.
 * `train`: platform overhead, the distill step in a plain PyTorch loop vs through Ray Train.
 * `kd`: every KD ablation row against the no-KD student, several seeds, on the test split,
@@ -24,10 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kdplatform import atomic
-from kdplatform.config.files import BENCH_KD_CONFIG, BENCH_SWEEP_CONFIG, DEFAULT_CONFIG
-from kdplatform.config.schema import default_workers, depthkd_home
-from kdplatform.errors import ConfigError
+from depthkd import atomic
+from depthkd.config.files import BENCH_KD_CONFIG, BENCH_SWEEP_CONFIG, DEFAULT_CONFIG
+from depthkd.config.schema import default_workers, depthkd_home
+from depthkd.errors import ConfigError
 
 ALL_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
 
@@ -80,7 +80,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_all_parser(sub: argparse._SubParsersAction) -> None:
-    from kdplatform.bench.suite import DEFAULT_OUT
+    from depthkd.bench.suite import DEFAULT_OUT
 
     rows = "loader_local, loader_s3, latency, train, onnx, nodes, asha, gpu"
     suite = sub.add_parser(
@@ -202,7 +202,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_kd_parser(sub: argparse._SubParsersAction) -> None:
-    from kdplatform.bench.suite import DEFAULT_OUT
+    from depthkd.bench.suite import DEFAULT_OUT
 
     kd = sub.add_parser(
         "kd",
@@ -307,8 +307,8 @@ def _add_pseudo_cache_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_pseudo_cache(args: argparse.Namespace) -> int:
-    from kdplatform.bench.pseudo_cache import run_pseudo_cache_benchmark
-    from kdplatform.config.loader import load_config
+    from depthkd.bench.pseudo_cache import run_pseudo_cache_benchmark
+    from depthkd.config.loader import load_config
 
     _check_counts(args, "steps", "threads", "rounds")
     _check_counts(args, "warmup", minimum=0)
@@ -333,7 +333,7 @@ def run_pseudo_cache(args: argparse.Namespace) -> int:
 
 
 def run_pseudo_label(args: argparse.Namespace) -> int:
-    from kdplatform.bench.pseudo_label import run_pseudo_label_benchmark
+    from depthkd.bench.pseudo_label import run_pseudo_label_benchmark
 
     _check_counts(args, "frames", "per_shard", "batch_size", "threads", "rounds")
     result = run_pseudo_label_benchmark(
@@ -366,7 +366,7 @@ def run_pseudo_label(args: argparse.Namespace) -> int:
 
 
 def run_loader(args: argparse.Namespace) -> int:
-    from kdplatform.bench.loader import run_loader_benchmark
+    from depthkd.bench.loader import run_loader_benchmark
 
     work = args.work or depthkd_home() / "bench" / f"loader-{args.n}"
     result = run_loader_benchmark(
@@ -394,12 +394,12 @@ def run_loader(args: argparse.Namespace) -> int:
 
 
 def run_all(args: argparse.Namespace) -> int:
-    from kdplatform import storage
-    from kdplatform.bench.rowspec import FULL, QUICK, SuiteContext
-    from kdplatform.bench.suite import run_suite, selected_rows
-    from kdplatform.cli import EXIT_ERROR
-    from kdplatform.config.loader import load_config
-    from kdplatform.config.schema import ModelConfig
+    from depthkd import storage
+    from depthkd.bench.rowspec import FULL, QUICK, SuiteContext
+    from depthkd.bench.suite import run_suite, selected_rows
+    from depthkd.cli import EXIT_ERROR
+    from depthkd.config.loader import load_config
+    from depthkd.config.schema import ModelConfig
 
     if args.s3 is not None and not (storage.is_remote(args.s3) and storage.split_url(args.s3)[0]):
         raise ConfigError(f"--s3 {args.s3!r}: expected s3://bucket/prefix")
@@ -428,7 +428,7 @@ def run_all(args: argparse.Namespace) -> int:
         flush=True,
     )
     result, paths = run_suite(ctx, specs, log=lambda line: print(line, flush=True))
-    from kdplatform.bench.report import markdown
+    from depthkd.bench.report import markdown
 
     print("\n" + markdown(result))
     print("written: " + ", ".join(str(p) for p in paths))
@@ -440,8 +440,8 @@ def run_all(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from kdplatform.bench.train import TrainBenchSettings, run_train_benchmark
-    from kdplatform.config.loader import load_config
+    from depthkd.bench.train import TrainBenchSettings, run_train_benchmark
+    from depthkd.config.loader import load_config
 
     _check_counts(args, "steps", "batch_size", "height", "width", "threads", "rounds")
     _check_counts(args, "warmup", minimum=0)
@@ -479,10 +479,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_kd(args: argparse.Namespace) -> int:
-    from kdplatform.bench.kd import markdown, run_kd_benchmark, selected_rows, write_result
-    from kdplatform.bench.machine import hostname
-    from kdplatform.config.loader import dump_config, load_config
-    from kdplatform.console import JobConsole
+    from depthkd.bench.kd import markdown, run_kd_benchmark, selected_rows, write_result
+    from depthkd.bench.machine import hostname
+    from depthkd.config.loader import dump_config, load_config
+    from depthkd.console import JobConsole
 
     cfg = load_config(args.config, args.overrides)
     if args.seeds < 2:
@@ -509,7 +509,7 @@ def run_kd(args: argparse.Namespace) -> int:
 
 def _sweep_benchmark(args: argparse.Namespace, benchmark: Callable) -> Any:
     """Runs `benchmark(spec, tag=...)` on the sweep of `args`; writes `--json` if asked."""
-    from tune.sweep import load_sweep
+    from depthkd.tune.sweep import load_sweep
 
     tag = args.tag or time.strftime("%Y%m%d-%H%M%S")
     result = benchmark(load_sweep(args.config, args.overrides), tag=tag)
@@ -519,7 +519,7 @@ def _sweep_benchmark(args: argparse.Namespace, benchmark: Callable) -> Any:
 
 
 def run_asha(args: argparse.Namespace) -> int:
-    from kdplatform.bench.sweep import run_asha_benchmark
+    from depthkd.bench.sweep import run_asha_benchmark
 
     result = _sweep_benchmark(args, run_asha_benchmark)
     print(f"\nASHA run ({result.configurations} configurations):\n{result.asha_table}")
@@ -535,7 +535,7 @@ def run_asha(args: argparse.Namespace) -> int:
 
 
 def run_trial_overhead(args: argparse.Namespace) -> int:
-    from kdplatform.bench.sweep import run_overhead_benchmark
+    from depthkd.bench.sweep import run_overhead_benchmark
 
     result = _sweep_benchmark(args, run_overhead_benchmark)
     stage = ", ".join(f"{s:.1f}" for s in result.alone_stage_seconds)

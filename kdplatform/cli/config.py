@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kdplatform.config.files import DEFAULT_CONFIG
-from kdplatform.config.loader import dump_config, load_config
+from depthkd.config.files import DEFAULT_CONFIG
+from depthkd.config.loader import dump_config, load_config
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,15 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
-from kdplatform.config.loader import validate_options
-from kdplatform.config.schema import PrepareConfig, SynthConfig, default_workers
-from kdplatform.data.constants import KITTI_FOCAL
-from kdplatform.data.shards import prepare_shards, upload_shards, verify_shards
-from kdplatform.data.sources import DATASETS, build_source
-from kdplatform.data.sources.synthetic import write_synthetic
-from kdplatform.data.splitting import GROUP_BY, shared_groups, split_by_group, write_split
-from kdplatform.errors import DataError
-from kdplatform.storage import Location, is_remote, parse_location
+from depthkd.config.loader import validate_options
+from depthkd.config.schema import PrepareConfig, SynthConfig, default_workers
+from depthkd.data.constants import KITTI_FOCAL
+from depthkd.data.shards import prepare_shards, upload_shards, verify_shards
+from depthkd.data.sources import DATASETS, build_source
+from depthkd.data.sources.synthetic import write_synthetic
+from depthkd.data.splitting import GROUP_BY, shared_groups, split_by_group, write_split
+from depthkd.errors import DataError
+from depthkd.storage import Location, is_remote, parse_location
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:

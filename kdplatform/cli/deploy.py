@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kdplatform.cli import EXIT_ERROR
+from depthkd.cli import EXIT_ERROR
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -61,9 +61,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from kdplatform.errors import ConfigError, DataError
-    from kdplatform.inference import images
-    from kdplatform.inference.predictor import load_predictor
+    from depthkd.errors import ConfigError, DataError
+    from depthkd.inference import images
+    from depthkd.inference.predictor import load_predictor
 
     if args.scale <= 0:
         raise ConfigError(f"--scale must be positive, not {args.scale}")
@@ -109,11 +109,11 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from kdplatform import atomic
-    from kdplatform.errors import ConfigError
-    from kdplatform.inference.export import export_model
-    from kdplatform.inference.images import read_rgb
-    from kdplatform.tracking.model_registry import attach_export
+    from depthkd import atomic
+    from depthkd.errors import ConfigError
+    from depthkd.inference.export import export_model
+    from depthkd.inference.images import read_rgb
+    from depthkd.tracking.model_registry import attach_export
 
     if args.dynamic and args.format != "onnx":
         raise ConfigError("--dynamic applies to ONNX; TorchScript traces one size")

@@ -7,8 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
-from kdplatform.eval.pngs import evaluate_pngs
-from kdplatform.eval.protocols import PROTOCOLS, format_table
+from depthkd.eval.pngs import evaluate_pngs
+from depthkd.eval.protocols import PROTOCOLS, format_table
 
 MAX_SKIPPED_LISTED = 10
 
@@ -45,7 +45,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
-    from kdplatform.cli.config import add_config_arguments
+    from depthkd.cli.config import add_config_arguments
 
     parser = commands.add_parser(
         "evaluate",
@@ -68,13 +68,13 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from kdplatform import atomic
-    from kdplatform.config.loader import load_config
-    from kdplatform.eval.protocols import get_protocol
-    from kdplatform.eval.runner import evaluate_split
-    from kdplatform.tracking.references import load_model_reference
-    from kdplatform.train.jobs import resolve_shards
-    from kdplatform.train.profile import data_profile
+    from depthkd import atomic
+    from depthkd.config.loader import load_config
+    from depthkd.eval.protocols import get_protocol
+    from depthkd.eval.runner import evaluate_split
+    from depthkd.tracking.references import load_model_reference
+    from depthkd.train.jobs import resolve_shards
+    from depthkd.train.profile import data_profile
 
     cfg = load_config(args.config, args.overrides)
     shards = resolve_shards(cfg, progress=False)

@@ -7,8 +7,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from kdplatform import __version__
-from kdplatform.cli import (
+from depthkd import __version__
+from depthkd.cli import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     bench,
@@ -23,7 +23,7 @@ from kdplatform.cli import (
     tracking,
     train,
 )
-from kdplatform.errors import DepthKDError
+from depthkd.errors import DepthKDError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from kdplatform.config.loader import validate_options
-from kdplatform.config.schema import StudentConfig, TeacherConfig
-from kdplatform.errors import ConfigError
+from depthkd.config.loader import validate_options
+from depthkd.config.schema import StudentConfig, TeacherConfig
+from depthkd.errors import ConfigError
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -51,7 +51,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from models.zoo import STUDENTS, TEACHERS
+    from depthkd.models.zoo import STUDENTS, TEACHERS
 
     print("students:", " ".join(STUDENTS.names()))
     print("teachers:", " ".join(TEACHERS.names()))
@@ -60,7 +60,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_describe(args: argparse.Namespace) -> int:
-    from kdplatform.eval.cost import describe_models
+    from depthkd.eval.cost import describe_models
 
     student = validate_options(
         StudentConfig, {"name": args.student, "lg_global": not args.no_lg_global}
@@ -104,8 +104,8 @@ def run_describe(args: argparse.Namespace) -> int:
 
 
 def run_half(args: argparse.Namespace) -> int:
-    from kdplatform.data.shards import sha256_file
-    from models.serialization import save_half
+    from depthkd.data.shards import sha256_file
+    from depthkd.models.serialization import save_half
 
     out = save_half(args.source, args.out)
     print(f"{out}: {out.stat().st_size / 1e6:.1f} MB, sha256 {sha256_file(out)}")

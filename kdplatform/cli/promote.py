@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from kdplatform.cli.config import add_config_arguments
+from depthkd.cli.config import add_config_arguments
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -40,9 +40,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_promote(args: argparse.Namespace) -> int:
-    from kdplatform.config.loader import load_config
-    from kdplatform.errors import ConfigError
-    from kdplatform.promotion.gate import rollback, run_gate
+    from depthkd.config.loader import load_config
+    from depthkd.errors import ConfigError
+    from depthkd.promotion.gate import rollback, run_gate
 
     cfg = load_config(args.config, args.overrides)
     if args.version is not None:
@@ -59,8 +59,8 @@ def run_promote(args: argparse.Namespace) -> int:
 
 
 def run_history(args: argparse.Namespace) -> int:
-    from kdplatform.config.loader import load_config
-    from kdplatform.tracking.promotion import decision_history
+    from depthkd.config.loader import load_config
+    from depthkd.tracking.promotion import decision_history
 
     name = args.model or load_config(args.config, args.overrides).tracking.student_model
     rows = decision_history(name)

@@ -1,5 +1,5 @@
 """`depthkd pseudo-label`: a frozen teacher labels unlabeled RGB shards on Ray Data
-(`kdplatform.pseudolabel`), and the pass is tracked as an MLflow run with its output as a dataset.
+(`depthkd.pseudolabel`), and the pass is tracked as an MLflow run with its output as a dataset.
 """
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kdplatform.errors import ConfigError
+from depthkd.errors import ConfigError
 
 if TYPE_CHECKING:
-    from kdplatform.console import JobConsole
-    from kdplatform.pseudolabel import PseudoLabelReport
+    from depthkd.console import JobConsole
+    from depthkd.pseudolabel import PseudoLabelReport
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -72,10 +72,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_pseudo_label(args: argparse.Namespace) -> int:
-    from kdplatform import atomic
-    from kdplatform.console import JobConsole
-    from kdplatform.pseudolabel import label_shards
-    from kdplatform.storage import parse_location
+    from depthkd import atomic
+    from depthkd.console import JobConsole
+    from depthkd.pseudolabel import label_shards
+    from depthkd.storage import parse_location
 
     if "://" in args.out:
         raise ConfigError(
@@ -124,7 +124,7 @@ def _event(console: JobConsole, text: str) -> None:
 
 
 def _track(report: PseudoLabelReport, experiment: str | None) -> str:
-    from kdplatform.tracking.datasets import PSEUDO_LABEL_EXPERIMENT, log_pseudo_label_run
+    from depthkd.tracking.datasets import PSEUDO_LABEL_EXPERIMENT, log_pseudo_label_run
 
     return log_pseudo_label_run(
         report.out,

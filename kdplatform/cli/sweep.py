@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kdplatform.cli import EXIT_INTERRUPTED
-from kdplatform.config.files import SWEEP_DEMO_CONFIG
+from depthkd.cli import EXIT_INTERRUPTED
+from depthkd.config.files import SWEEP_DEMO_CONFIG
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -30,10 +30,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tune.sweep import load_sweep, run_sweep
+    from depthkd.tune.sweep import load_sweep, run_sweep
 
     if args.config is None:
-        from kdplatform.errors import ConfigError
+        from depthkd.errors import ConfigError
 
         raise ConfigError(
             "no sweep YAML given", hint="depthkd sweep --config configs/sweep_demo.yaml"
@@ -54,6 +54,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _store_hint() -> str:
-    from kdplatform.tracking.store import tracking_uri
+    from depthkd.tracking.store import tracking_uri
 
     return tracking_uri()

@@ -12,9 +12,9 @@ import os
 import socket
 import subprocess
 
-from kdplatform.config.schema import depthkd_home
-from kdplatform.errors import ConfigError
-from kdplatform.ports import HOST
+from depthkd.config.schema import depthkd_home
+from depthkd.errors import ConfigError
+from depthkd.ports import HOST
 
 BACKEND_ENV = "MLFLOW_BACKEND_STORE_URI"
 
@@ -63,8 +63,8 @@ def allowed_hosts(host: str, port: int, extra: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kdplatform.tracking.server import redacted, server_command
-    from kdplatform.tracking.store import ARTIFACT_DIR, tracking_uri
+    from depthkd.tracking.server import redacted, server_command
+    from depthkd.tracking.store import ARTIFACT_DIR, tracking_uri
 
     home = depthkd_home()
     backend = args.backend_store_uri or tracking_uri(home)

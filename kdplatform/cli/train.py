@@ -9,7 +9,7 @@ latencies and a preview picture.
 
 The console shows a progress bar per stage and one line per evaluation or event; the resolved
 config and all driver, worker, Ray and MLflow output go to `$DEPTHKD_HOME/runs/<name>/job.log`
-(`kdplatform.console`). `--verbose` shows that output on the console too, `--quiet` drops the bars.
+(`depthkd.console`). `--verbose` shows that output on the console too, `--quiet` drops the bars.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kdplatform.cli.config import add_config_arguments
-from kdplatform.config.loader import dump_config, load_config, save_config
-from kdplatform.train.stages import STAGES
-from models.kinds import ModelKind
+from depthkd.cli.config import add_config_arguments
+from depthkd.config.loader import dump_config, load_config, save_config
+from depthkd.models.kinds import ModelKind
+from depthkd.train.stages import STAGES
 
 if TYPE_CHECKING:
-    from kdplatform.console import JobConsole
-    from kdplatform.train.job_context import JobContext
+    from depthkd.console import JobConsole
+    from depthkd.train.job_context import JobContext
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -51,8 +51,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kdplatform.console import LOG_NAME, JobConsole
-    from kdplatform.train.jobs import prepare_job
+    from depthkd.console import LOG_NAME, JobConsole
+    from depthkd.train.jobs import prepare_job
 
     started = time.perf_counter()
     cfg = load_config(args.config, args.overrides)
@@ -68,10 +68,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(ctx: JobContext, console: JobConsole, started: float) -> None:
-    from kdplatform.metric_names import HEADLINE_METRICS
-    from kdplatform.tracking.links import run_page_lines
-    from kdplatform.train.jobs import run_job
-    from kdplatform.train.reports import split_metrics
+    from depthkd.metric_names import HEADLINE_METRICS
+    from depthkd.tracking.links import run_page_lines
+    from depthkd.train.jobs import run_job
+    from depthkd.train.reports import split_metrics
 
     cfg, say = ctx.cfg, console.line  # every line to the console and the log
     say(
@@ -131,10 +131,10 @@ def _final_models(ctx: JobContext) -> dict[str, Path]:
 
 def _latency_line(models: dict[str, Path], ctx: JobContext) -> str:
     """Median CPU latency at batch 1 and the eval frame size, the models taking turns."""
-    from kdplatform.eval.cost import median_latencies_ms
-    from kdplatform.eval.preview import first_frames
-    from kdplatform.eval.runner import depth_network
-    from models.serialization import load_model
+    from depthkd.eval.cost import median_latencies_ms
+    from depthkd.eval.preview import first_frames
+    from depthkd.eval.runner import depth_network
+    from depthkd.models.serialization import load_model
 
     frame = first_frames(ctx.shards, _shown_split(ctx), ctx.cfg.data, 1)["image"]
     networks = {role: depth_network(load_model(path)) for role, path in models.items()}
@@ -146,9 +146,9 @@ def _latency_line(models: dict[str, Path], ctx: JobContext) -> str:
 
 
 def _preview(models: dict[str, Path], ctx: JobContext) -> Path:
-    from kdplatform.eval.preview import first_frames, write_job_preview
-    from kdplatform.eval.runner import depth_network
-    from models.serialization import load_model
+    from depthkd.eval.preview import first_frames, write_job_preview
+    from depthkd.eval.runner import depth_network
+    from depthkd.models.serialization import load_model
 
     cfg, split = ctx.cfg, _shown_split(ctx)
     return write_job_preview(

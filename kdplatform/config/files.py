@@ -1,11 +1,13 @@
-"""The config files the project ships in `configs/` (beside the packages, and in every
-`ray job submit --working-dir .` upload): the demo's default and the benchmarks' own."""
+"""The config files the project ships: `configs/` of the repository, installed as the package data
+`depthkd.configs` (so a non-editable install finds them too): the demo's default and the
+benchmarks' own."""
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = Path(str(resources.files("depthkd.configs")))
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"  # the embedded default experiment (`make demo`)
 SWEEP_DEMO_CONFIG = CONFIG_DIR / "sweep_demo.yaml"  # the demo sweep (`depthkd sweep`)
 BENCH_KD_CONFIG = CONFIG_DIR / "bench_kd.yaml"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,9 +17,9 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from kdplatform import atomic
-from kdplatform.config.schema import ExperimentConfig
-from kdplatform.errors import ConfigError
+from depthkd import atomic
+from depthkd.config.schema import ExperimentConfig, model_reference
+from depthkd.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 _OVERRIDE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)=(.*)$", re.S)
@@ -43,6 +44,7 @@ def load_config(
     lines: dict[str, int] = {}
     if path is not None:
         raw, lines = _read_yaml(path)
+        _anchor_model_files(raw, model, path.parent)
     overridden: dict[str, str] = {}
     for item in overrides:
         key = _apply_override(raw, item, model)
@@ -107,6 +109,24 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     lines: dict[str, int] = {}
     _collect_lines(node, "", lines)
     return data, lines
+
+
+def _anchor_model_files(raw: dict[str, Any], model: type[BaseModel], folder: Path) -> None:
+    """Makes a model file a config file names by a relative path absolute when it lies beside the
+    file (`checkpoint: teachers/x.pt`), so a shipped or copied config finds its own files from
+    any directory; other relative paths stay relative to the current directory."""
+    for name, field in model.model_fields.items():
+        value = raw.get(name)
+        if isinstance(value, dict):
+            for kind in typing.get_args(field.annotation) or (field.annotation,):
+                if isinstance(kind, type) and issubclass(kind, BaseModel):
+                    _anchor_model_files(value, kind, folder)
+        elif isinstance(value, str) and any(
+            getattr(m, "func", None) is model_reference for m in field.metadata
+        ):
+            beside = folder / Path(value).expanduser()
+            if "://" not in value and beside.is_file():
+                raw[name] = str(beside.resolve())
 
 
 def _collect_lines(node: yaml.Node, prefix: str, out: dict[str, int]) -> None:

@@ -23,8 +23,8 @@ from pydantic import (
     model_validator,
 )
 
-from kdplatform.metric_names import METRIC_NAMES
-from kdplatform.storage import parse_location
+from depthkd.metric_names import METRIC_NAMES
+from depthkd.storage import parse_location
 
 # A local path (made absolute) or an `s3://bucket/prefix` URL: what a cluster's nodes share.
 Location = Annotated[Path | str, BeforeValidator(parse_location)]
@@ -283,8 +283,9 @@ class TeacherConfig(StrictModel):
     decoder_width: int | None = Field(None, ge=8, description="DPT decoder width; registry default")
     checkpoint: ModelReference = Field(
         None,
-        description="depth-trained teacher: model file, s3:// URL, name@alias, run id or a "
-        "state dict (.pt/.pth/.safetensors) with key_map",
+        description="depth-trained teacher: model file (a relative one in a config file is "
+        "looked up beside that file first), s3:// URL, name@alias, run id or a state dict "
+        "(.pt/.pth/.safetensors) with key_map",
     )
     key_map: dict[str, str] = Field(
         {},
@@ -360,7 +361,7 @@ class LossConfig(StrictModel):
 
 
 # Every loss term a stage can compute, by stage; each stage's default objective. One home for the
-# term names: the steps in `kdplatform.train.stages` compute exactly the terms of its mapping.
+# term names: the steps in `depthkd.train.stages` compute exactly the terms of its mapping.
 LOSS_TERMS: dict[str, dict[str, float]] = {
     "teacher": {"silog": 1.0},
     "acclimate": {"silog_ghost": 1.0, "silog_teacher": 1.0},

@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from kdplatform.config.schema import AugmentConfig
-from kdplatform.data.constants import KB_CROP, NYU_SIZE
-from kdplatform.errors import DataError
+from depthkd.config.schema import AugmentConfig
+from depthkd.data.constants import KB_CROP, NYU_SIZE
+from depthkd.errors import DataError
 
 Pair = tuple[np.ndarray, np.ndarray]  # rgb (H, W, 3), depth (H, W) float32 metres
 

@@ -16,13 +16,13 @@ import hashlib
 import json
 from pathlib import Path
 
-from kdplatform.config.schema import UNLABELED_SPLIT, DataConfig, PrepareConfig, SynthConfig
-from kdplatform.data.shards import prepare_shards, read_manifest, split_entry, verify_shards
-from kdplatform.data.sources import build_source
-from kdplatform.data.sources.synthetic import write_synthetic
-from kdplatform.errors import ConfigError, DataError
-from kdplatform.locking import exclusive_lock
-from kdplatform.storage import Location
+from depthkd.config.schema import UNLABELED_SPLIT, DataConfig, PrepareConfig, SynthConfig
+from depthkd.data.shards import prepare_shards, read_manifest, split_entry, verify_shards
+from depthkd.data.sources import build_source
+from depthkd.data.sources.synthetic import write_synthetic
+from depthkd.errors import ConfigError, DataError
+from depthkd.locking import exclusive_lock
+from depthkd.storage import Location
 
 
 def synthetic_dir(synth: SynthConfig, home: Path) -> Path:

@@ -26,13 +26,13 @@ import torch
 import torch.distributed as dist
 import webdataset as wds
 
-from kdplatform import storage
-from kdplatform.config.schema import AugmentConfig, DataConfig
-from kdplatform.data import augment as aug
-from kdplatform.data.constants import CONFIDENCE_SCALE
-from kdplatform.data.shards import decode_sample_files, shard_paths
-from kdplatform.errors import DataError
-from kdplatform.storage import Location
+from depthkd import storage
+from depthkd.config.schema import AugmentConfig, DataConfig
+from depthkd.data import augment as aug
+from depthkd.data.constants import CONFIDENCE_SCALE
+from depthkd.data.shards import decode_sample_files, shard_paths
+from depthkd.errors import DataError
+from depthkd.storage import Location
 
 Batch = dict[str, Any]
 

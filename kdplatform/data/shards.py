@@ -29,13 +29,13 @@ from typing import Any
 import webdataset as wds
 from tqdm import tqdm
 
-from kdplatform import __version__, atomic, storage
-from kdplatform.config.schema import PrepareConfig
-from kdplatform.data import images
-from kdplatform.data.sources.base import EncodedSample, RawSample, Source
-from kdplatform.errors import DataError
-from kdplatform.locking import exclusive_lock
-from kdplatform.storage import Location
+from depthkd import __version__, atomic, storage
+from depthkd.config.schema import PrepareConfig
+from depthkd.data import images
+from depthkd.data.sources.base import EncodedSample, RawSample, Source
+from depthkd.errors import DataError
+from depthkd.locking import exclusive_lock
+from depthkd.storage import Location
 
 MANIFEST = "manifest.json"
 LOCK_FILE = ".prepare.lock"

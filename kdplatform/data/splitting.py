@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from kdplatform import atomic
-from kdplatform.data.sources.base import SplitLine, read_split_file
-from kdplatform.errors import ConfigError, DataError
+from depthkd import atomic
+from depthkd.data.sources.base import SplitLine, read_split_file
+from depthkd.errors import ConfigError, DataError
 
 GroupBy = Literal["scene", "drive"]
 GROUP_BY: tuple[str, ...] = ("scene", "drive")

@@ -16,13 +16,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdplatform.config.schema import PrepareConfig
-from kdplatform.data.shards import prepare_shards
-from kdplatform.data.sources import build_source
-from kdplatform.data.sources.synthetic import write_synthetic
-from kdplatform.devcluster import services
-from kdplatform.devcluster.ray_nodes import LocalRayCluster, ray_env, ray_head, ray_worker_node
-from kdplatform.environ import patched_environ
+from depthkd.config.schema import PrepareConfig
+from depthkd.data.shards import prepare_shards
+from depthkd.data.sources import build_source
+from depthkd.data.sources.synthetic import write_synthetic
+from depthkd.devcluster import services
+from depthkd.devcluster.ray_nodes import LocalRayCluster, ray_env, ray_head, ray_worker_node
+from depthkd.environ import patched_environ
 
 BUCKET = "depthkd"
 WORKER_RESOURCE = "depthkd_worker"

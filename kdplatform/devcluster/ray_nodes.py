@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdplatform.devcluster.services import ServiceError, ServiceUnavailable
+from depthkd.devcluster.services import ServiceError, ServiceUnavailable
 
 VENV_BIN = Path(sys.executable).parent
 RAY = str(VENV_BIN / "ray")

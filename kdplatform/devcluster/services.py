@@ -25,9 +25,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdplatform.errors import DepthKDError
-from kdplatform.ports import HOST, free_port
-from kdplatform.processes import stop_group
+from depthkd.errors import DepthKDError
+from depthkd.ports import HOST, free_port
+from depthkd.processes import stop_group
 
 START_TIMEOUT_S = 90.0
 # moto accepts any credentials; these name nothing real and never leave the machine.
@@ -216,7 +216,7 @@ def tracking_server(
     """`depthkd tracking-server` on PostgreSQL with artifacts in `bucket/mlflow`."""
     port = free_port()
     log = workdir / "mlflow-server.log"
-    command = [sys.executable, "-m", "kdplatform.cli.main", "tracking-server"]
+    command = [sys.executable, "-m", "depthkd.cli.main", "tracking-server"]
     command += ["--backend-store-uri", pg.sqlalchemy_uri]
     command += ["--artifacts-destination", f"{bucket}/mlflow", "--port", str(port)]
     env = {**os.environ, **s3.env}

@@ -1,9 +1,9 @@
 """Evaluation: per-image depth metrics, named protocols (crops, clamps, KITTI conventions), flip
 test-time augmentation and offline evaluation of PNG predictions."""
 
-from kdplatform.eval.metrics import MetricSums, compute_metrics, metrics_vector
-from kdplatform.eval.pngs import PngEvalReport, evaluate_pngs
-from kdplatform.eval.protocols import (
+from depthkd.eval.metrics import MetricSums, compute_metrics, metrics_vector
+from depthkd.eval.pngs import PngEvalReport, evaluate_pngs
+from depthkd.eval.protocols import (
     PROTOCOLS,
     Protocol,
     crop_box,
@@ -11,7 +11,7 @@ from kdplatform.eval.protocols import (
     format_table,
     get_protocol,
 )
-from kdplatform.eval.tta import TTA_MODES, edge_blend_weights, predict_with_flip
+from depthkd.eval.tta import TTA_MODES, edge_blend_weights, predict_with_flip
 
 __all__ = [
     "PROTOCOLS",

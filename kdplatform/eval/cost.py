@@ -21,10 +21,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from kdplatform.config.schema import StudentConfig, TeacherConfig
-from models.layers import pad_to_multiple
-from models.lg import LGBlock
-from models.zoo import build_ghost_decoder, build_student, build_teacher
+from depthkd.config.schema import StudentConfig, TeacherConfig
+from depthkd.models.layers import pad_to_multiple
+from depthkd.models.lg import LGBlock
+from depthkd.models.zoo import build_ghost_decoder, build_student, build_teacher
 
 
 @dataclass(frozen=True)

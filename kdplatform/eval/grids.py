@@ -1,5 +1,5 @@
 """Colour-mapped depth grids for eye-balling a model (logged during training by the tracking
-layer, drawn into previews by `kdplatform.eval.preview`).
+layer, drawn into previews by `depthkd.eval.preview`).
 
 One row per sample: RGB | ground truth | prediction | abs-rel error. Depth uses a fixed scale
 [0, max_depth] and the error a fixed scale [0, ABS_REL_RANGE], so grids of different steps compare

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from kdplatform.errors import DataError
-from kdplatform.metric_names import METRIC_NAMES
+from depthkd.errors import DataError
+from depthkd.metric_names import METRIC_NAMES
 
 # Threshold accuracies: fraction of pixels with max(g/p, p/g) < 1.25**k (strict).
 DELTA_BASE = 1.25

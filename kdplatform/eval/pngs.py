@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from kdplatform.data.images import decode_depth, read_bytes
-from kdplatform.errors import ConfigError, DataError
-from kdplatform.eval.metrics import MetricSums
-from kdplatform.eval.protocols import Protocol, evaluate_image, get_protocol
+from depthkd.data.images import decode_depth, read_bytes
+from depthkd.errors import ConfigError, DataError
+from depthkd.eval.metrics import MetricSums
+from depthkd.eval.protocols import Protocol, evaluate_image, get_protocol
 
 
 @dataclass

@@ -2,7 +2,7 @@
 student | student error, labelled, with a depth colour bar in metres and an error colour bar.
 
 Depth columns share one fixed scale [0, max_depth] (near = bright, as in the training grids of
-`kdplatform.eval.grids`); the error column is the student's abs-rel error on the pixels
+`depthkd.eval.grids`); the error column is the student's abs-rel error on the pixels
 with ground truth, saturating at `ABS_REL_RANGE`. Pixels without ground truth are black.
 """
 
@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdplatform.config.schema import DataConfig
-from kdplatform.data.loader import eval_loader
-from kdplatform.eval.grids import ABS_REL_RANGE, DEPTH_CMAP, ERROR_CMAP
-from kdplatform.storage import Location
+from depthkd.config.schema import DataConfig
+from depthkd.data.loader import eval_loader
+from depthkd.eval.grids import ABS_REL_RANGE, DEPTH_CMAP, ERROR_CMAP
+from depthkd.storage import Location
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 

@@ -8,13 +8,13 @@ Two KITTI conventions are in use and give different numbers for the same predict
 * **kb-cropped** (NeWCRFs / URCDC-Depth / AdaBins online eval): the ground truth is cut to the KB
   crop first and the Garg crop is taken as fractions of the 352×1216 cut.
 
-Evaluators over frames (`kdplatform.eval.runner`, training-time evaluation and `depthkd evaluate`)
+Evaluators over frames (`depthkd.eval.runner`, training-time evaluation and `depthkd evaluate`)
 feed the model what the protocol expects: under the full-frame protocols the KB crop of a full
 KITTI frame (`model_input_box`), whose prediction is then pasted back.
 
 So the protocol is an explicit, named setting (`kitti-garg-full`, `kitti-garg-kbcrop`,
 `kitti-eigen`, `nyu-eigen`) and every printed result names it. Crop fractions and boxes live here
-and nowhere else; dataset caps, scales and the KB crop size come from `kdplatform.data.constants`.
+and nowhere else; dataset caps, scales and the KB crop size come from `depthkd.data.constants`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from kdplatform.data.constants import (
+from depthkd.data.constants import (
     KB_CROP,
     KITTI_DEPTH_SCALE,
     KITTI_MAX_DEPTH,
@@ -33,10 +33,10 @@ from kdplatform.data.constants import (
     NYU_MAX_DEPTH,
     NYU_SIZE,
 )
-from kdplatform.errors import DataError
-from kdplatform.eval.metrics import ArrayLike, compute_metrics
-from kdplatform.metric_names import METRIC_NAMES
-from kdplatform.registry import Registry
+from depthkd.errors import DataError
+from depthkd.eval.metrics import ArrayLike, compute_metrics
+from depthkd.metric_names import METRIC_NAMES
+from depthkd.registry import Registry
 
 # Crops as (top, bottom, left, right) fractions of the ground truth's own size, truncated with int()
 # exactly as BTS / Monodepth2 do (so 375×1242 gives rows 153:371, cols 44:1197 for Garg).

@@ -11,13 +11,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdplatform.config.schema import DataConfig
-from kdplatform.data.loader import eval_loader
-from kdplatform.errors import ConfigError
-from kdplatform.eval.metrics import MetricSums
-from kdplatform.eval.protocols import Protocol, evaluate_image, get_protocol, model_input_box
-from kdplatform.eval.tta import predict_with_flip
-from models.ghost import AcclimatedTeacher
+from depthkd.config.schema import DataConfig
+from depthkd.data.loader import eval_loader
+from depthkd.errors import ConfigError
+from depthkd.eval.metrics import MetricSums
+from depthkd.eval.protocols import Protocol, evaluate_image, get_protocol, model_input_box
+from depthkd.eval.tta import predict_with_flip
+from depthkd.models.ghost import AcclimatedTeacher
 
 Predict = Callable[[torch.Tensor], torch.Tensor]
 

@@ -20,7 +20,7 @@ from typing import Literal
 
 import torch
 
-from kdplatform.errors import ConfigError
+from depthkd.errors import ConfigError
 
 TTA_MODES = ("none", "mean", "edge-blend")
 TTAMode = Literal["none", "mean", "edge-blend"]

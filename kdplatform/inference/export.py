@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdplatform.errors import ConfigError
-from kdplatform.eval.cost import median_latencies_ms
-from kdplatform.inference.predictor import META_KEY, Predictor, load_predictor, model_predictor
-from models.kinds import ModelKind
-from models.serialization import model_meta
+from depthkd.errors import ConfigError
+from depthkd.eval.cost import median_latencies_ms
+from depthkd.inference.predictor import META_KEY, Predictor, load_predictor, model_predictor
+from depthkd.models.kinds import ModelKind
+from depthkd.models.serialization import model_meta
 
 Format = Literal["onnx", "torchscript"]
 MAX_DYNAMIC = 4096  # largest height and width a dynamic ONNX model accepts
@@ -113,7 +113,7 @@ def export_model(
 
 
 def _model_of(ref: str) -> nn.Module:
-    from kdplatform.tracking.references import load_model_reference
+    from depthkd.tracking.references import load_model_reference
 
     return load_model_reference(ref, expect=ModelKind.STUDENT).eval()
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from kdplatform import atomic
-from kdplatform.data.constants import UINT16_MAX
-from kdplatform.errors import DataError
+from depthkd import atomic
+from depthkd.data.constants import UINT16_MAX
+from depthkd.errors import DataError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 

@@ -20,9 +20,9 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from kdplatform import storage
-from kdplatform.errors import CheckpointError, DataError
-from models.kinds import ModelKind
+from depthkd import storage
+from depthkd.errors import CheckpointError, DataError
+from depthkd.models.kinds import ModelKind
 
 Resize = Literal["fit", "native"]
 META_KEY = "depthkd"  # ONNX metadata_props key holding the model's meta as JSON
@@ -75,7 +75,7 @@ def load_predictor(ref: str) -> Predictor:
 
 
 def torch_predictor(ref: str) -> Predictor:
-    from kdplatform.tracking.references import load_model_reference
+    from depthkd.tracking.references import load_model_reference
 
     return model_predictor(load_model_reference(ref, expect=ModelKind.STUDENT), ref)
 
@@ -84,7 +84,7 @@ def model_predictor(model: Any, source: str, *, device: str | None = None) -> Pr
     """A loaded PyTorch student as a `Predictor` (on CUDA when there is one, unless `device`)."""
     import torch
 
-    from models.serialization import model_meta
+    from depthkd.models.serialization import model_meta
 
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = model.eval().to(target)

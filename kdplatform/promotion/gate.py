@@ -20,16 +20,16 @@ from pathlib import Path
 
 import torch
 
-from kdplatform.config.schema import ExperimentConfig, depthkd_home
-from kdplatform.console import Log
-from kdplatform.data.shards import read_manifest
-from kdplatform.errors import ConfigError, RegistryError
-from kdplatform.locking import exclusive_lock
-from kdplatform.metric_names import HEADLINE_METRICS
-from kdplatform.promotion.policy import Decision, decide
-from kdplatform.tracking import promotion as registry
-from kdplatform.tracking.model_registry import load_registered_model
-from kdplatform.tracking.promotion import VersionInfo
+from depthkd.config.schema import ExperimentConfig, depthkd_home
+from depthkd.console import Log
+from depthkd.data.shards import read_manifest
+from depthkd.errors import ConfigError, RegistryError
+from depthkd.locking import exclusive_lock
+from depthkd.metric_names import HEADLINE_METRICS
+from depthkd.promotion.policy import Decision, decide
+from depthkd.tracking import promotion as registry
+from depthkd.tracking.model_registry import load_registered_model
+from depthkd.tracking.promotion import VersionInfo
 
 LATENCY_REPEATS, LATENCY_WARMUP = 10, 2
 
@@ -66,8 +66,8 @@ class GateOutcome:
 
 def evaluation_set(cfg: ExperimentConfig) -> EvaluationSet:
     """The config's shard set, the promotion split (default `data.test_split`), its protocol."""
-    from kdplatform.train.jobs import resolve_shards
-    from kdplatform.train.profile import data_profile
+    from depthkd.train.jobs import resolve_shards
+    from depthkd.train.profile import data_profile
 
     shards = resolve_shards(cfg, progress=False)
     split = cfg.promotion.split or cfg.data.test_split
@@ -291,7 +291,7 @@ def _evaluate(
     evaluation: EvaluationSet,
     log: Log,
 ) -> dict[str, float]:
-    from kdplatform.eval.runner import evaluate_split
+    from depthkd.eval.runner import evaluate_split
 
     sums = evaluate_split(
         model, evaluation.shards, evaluation.split, cfg.data, evaluation.protocol, tta=cfg.eval.tta
@@ -306,7 +306,7 @@ def _evaluate(
 
 
 def _latency_ms(model: torch.nn.Module, height: int, width: int) -> float:
-    from kdplatform.eval.cost import median_latencies_ms
+    from depthkd.eval.cost import median_latencies_ms
 
     image = torch.rand(1, 3, height, width)
     timed = median_latencies_ms(

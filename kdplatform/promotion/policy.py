@@ -12,8 +12,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from kdplatform.config.schema import PromotionConfig
-from kdplatform.metric_names import HIGHER_IS_BETTER
+from depthkd.config.schema import PromotionConfig
+from depthkd.metric_names import HIGHER_IS_BETTER
 
 
 @dataclass(frozen=True)

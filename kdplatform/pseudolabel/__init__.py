@@ -19,7 +19,7 @@ __all__ = ["PseudoLabelReport", "label_shards"]
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from kdplatform.pseudolabel import runner
+        from depthkd.pseudolabel import runner
 
         return getattr(runner, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from kdplatform.data import images
-from kdplatform.data.constants import UINT16_MAX
-from kdplatform.data.sources.base import EncodedSample
+from depthkd.data import images
+from depthkd.data.constants import UINT16_MAX
+from depthkd.data.sources.base import EncodedSample
 
 FORMAT_VERSION = 1  # of the pseudo-label record and samples (the shard format is shards.py's)
 PROGRESS_FILE = "pseudo_labels.partial.json"  # the resume record, gone once the manifest is out

@@ -24,15 +24,15 @@ import torch
 from PIL import Image
 from torch import nn
 
-from kdplatform.data import images
-from kdplatform.errors import DataError
-from kdplatform.pseudolabel.format import (
+from depthkd.data import images
+from depthkd.errors import DataError
+from depthkd.pseudolabel.format import (
     encode_sample,
     pseudo_meta,
     quantise_confidence,
     quantise_depth,
 )
-from kdplatform.pseudolabel.teacher import load_teacher, teacher_maps
+from depthkd.pseudolabel.teacher import load_teacher, teacher_maps
 
 Rows = dict[str, np.ndarray]
 OUTPUT_FILES = {

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdplatform import atomic
-from kdplatform.data.shards import MANIFEST, read_manifest, sha256_file
-from kdplatform.errors import DataError
-from kdplatform.pseudolabel.format import PROGRESS_FILE, RECORD_KEY
+from depthkd import atomic
+from depthkd.data.shards import MANIFEST, read_manifest, sha256_file
+from depthkd.errors import DataError
+from depthkd.pseudolabel.format import PROGRESS_FILE, RECORD_KEY
 
 
 @dataclass

@@ -13,8 +13,8 @@ import tarfile
 from collections.abc import Iterator
 from typing import Any
 
-from kdplatform import storage
-from kdplatform.errors import DataError
+from depthkd import storage
+from depthkd.errors import DataError
 
 RGB_FILES = ("rgb.png", "rgb.jpg")
 

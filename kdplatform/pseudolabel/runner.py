@@ -28,14 +28,14 @@ from typing import Any, TextIO
 import ray
 from tqdm import tqdm
 
-from kdplatform import __version__, atomic
-from kdplatform.console import Log
-from kdplatform.data import shards
-from kdplatform.data.shards import MANIFEST, manifest_fingerprint, read_manifest
-from kdplatform.errors import ConfigError, DataError, DepthKDError
-from kdplatform.locking import exclusive_lock
-from kdplatform.pseudolabel import progress as state
-from kdplatform.pseudolabel.format import (
+from depthkd import __version__, atomic
+from depthkd.console import Log
+from depthkd.data import shards
+from depthkd.data.shards import MANIFEST, manifest_fingerprint, read_manifest
+from depthkd.errors import ConfigError, DataError, DepthKDError
+from depthkd.locking import exclusive_lock
+from depthkd.pseudolabel import progress as state
+from depthkd.pseudolabel.format import (
     FORMAT_VERSION,
     LOCK_FILE,
     PROGRESS_FILE,
@@ -43,13 +43,13 @@ from kdplatform.pseudolabel.format import (
     depth_scale_for,
     digest,
 )
-from kdplatform.pseudolabel.labeler import Labeler
-from kdplatform.pseudolabel.reader import ShardReader
-from kdplatform.pseudolabel.source import SourceSplit, frame_size, open_source
-from kdplatform.pseudolabel.teacher import TeacherFile, resolve_teacher
-from kdplatform.pseudolabel.writer import ShardAssembler, write_shard
-from kdplatform.raycluster import ensure_ray
-from kdplatform.storage import Location
+from depthkd.pseudolabel.labeler import Labeler
+from depthkd.pseudolabel.reader import ShardReader
+from depthkd.pseudolabel.source import SourceSplit, frame_size, open_source
+from depthkd.pseudolabel.teacher import TeacherFile, resolve_teacher
+from depthkd.pseudolabel.writer import ShardAssembler, write_shard
+from depthkd.raycluster import ensure_ray
+from depthkd.storage import Location
 
 ShardHook = Callable[[str, int], None]  # (shard name, shards written so far in this run)
 ACTOR_START_TIMEOUT_S = 600  # for every labelling actor to load its model

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdplatform import storage
-from kdplatform.data.shards import split_entry
-from kdplatform.errors import DataError
-from kdplatform.pseudolabel.format import digest
-from kdplatform.storage import Location
+from depthkd import storage
+from depthkd.data.shards import split_entry
+from depthkd.errors import DataError
+from depthkd.pseudolabel.format import digest
+from depthkd.storage import Location
 
 
 @dataclass(frozen=True)

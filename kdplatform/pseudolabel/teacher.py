@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdplatform import storage
-from kdplatform.errors import CheckpointError
-from models.serialization import load_model, model_meta
+from depthkd import storage
+from depthkd.errors import CheckpointError
+from depthkd.models.serialization import load_model, model_meta
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def resolve_teacher(ref: str | Path, scratch: Path) -> TeacherFile:
         CheckpointError: the file does not rebuild a model.
         RegistryError: `ref` is neither a file nor a known model reference.
     """
-    from kdplatform.data.shards import sha256_file  # driver only: actors need no webdataset
+    from depthkd.data.shards import sha256_file  # driver only: actors need no webdataset
 
     text = str(ref)
     registry: dict[str, Any] = {}
@@ -63,7 +63,7 @@ def resolve_teacher(ref: str | Path, scratch: Path) -> TeacherFile:
     elif Path(text).expanduser().exists():
         path = Path(text).expanduser().resolve()
     else:
-        from kdplatform.tracking.model_registry import download_model_file
+        from depthkd.tracking.model_registry import download_model_file
 
         found = download_model_file(text, scratch)
         path = found.path

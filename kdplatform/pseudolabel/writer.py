@@ -12,9 +12,9 @@ from typing import Any
 
 import webdataset as wds
 
-from kdplatform.data.shards import sha256_file
-from kdplatform.errors import DataError
-from kdplatform.pseudolabel.labeler import output_sample
+from depthkd.data.shards import sha256_file
+from depthkd.errors import DataError
+from depthkd.pseudolabel.labeler import output_sample
 
 _TAR_MTIME = 0.0
 

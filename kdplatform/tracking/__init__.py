@@ -5,16 +5,16 @@ Every MLflow call of depthkd lives in this package; the rest of the code sees `J
 data), `RunLogger` and the functions below.
 """
 
-from kdplatform.tracking import _telemetry_off  # noqa: F401  (first: before MLflow loads)
-from kdplatform.tracking.logger import RunLogger
-from kdplatform.tracking.model_registry import (
+from depthkd.tracking import _telemetry_off  # noqa: F401  (first: before MLflow loads)
+from depthkd.tracking.logger import RunLogger
+from depthkd.tracking.model_registry import (
     load_registered_model,
     log_depth_model,
     register_model,
     resolve_model_reference,
 )
-from kdplatform.tracking.runs import JobRun, finish_job_run, open_job_run
-from kdplatform.tracking.store import artifact_root, ensure_experiment, tracking_uri
+from depthkd.tracking.runs import JobRun, finish_job_run, open_job_run
+from depthkd.tracking.store import artifact_root, ensure_experiment, tracking_uri
 
 __all__ = [
     "JobRun",

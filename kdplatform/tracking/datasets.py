@@ -2,7 +2,7 @@
 
 A shard set (a pseudo-label set or any prepared one) is logged as an `mlflow.data`
 `MetaDataset`: metadata only, nothing is uploaded. Its digest is the manifest fingerprint
-(`kdplatform.data.shards.manifest_fingerprint`: every shard's sha256, 32 hex digits, within
+(`depthkd.data.shards.manifest_fingerprint`: every shard's sha256, 32 hex digits, within
 MLflow's 36-character digest limit), so the same shards give the same digest wherever they are
 stored, and its source is the set's location (`file://` or `s3://`). The input tags say what it
 is: split names, frame count and, for pseudo-labels, the teacher's sha256 and size.
@@ -25,11 +25,11 @@ from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 
-from kdplatform import storage
-from kdplatform.data.shards import manifest_fingerprint, read_manifest
-from kdplatform.storage import Location
-from kdplatform.tracking.runs import ensure_job_experiment
-from kdplatform.tracking.store import client_for, tracking_uri
+from depthkd import storage
+from depthkd.data.shards import manifest_fingerprint, read_manifest
+from depthkd.storage import Location
+from depthkd.tracking.runs import ensure_job_experiment
+from depthkd.tracking.store import client_for, tracking_uri
 
 PSEUDO_LABEL_EXPERIMENT = "depthkd-pseudo-labels"
 CONTEXT_TAG = "mlflow.data.context"  # the tag MLflow's UI shows as the dataset's context

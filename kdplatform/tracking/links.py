@@ -8,7 +8,7 @@ run page (`#/experiments/<id>/runs/<run id>`) is the same in both modes.
 
 from __future__ import annotations
 
-from kdplatform.tracking.runs import JobRun
+from depthkd.tracking.runs import JobRun
 
 UI_PORT = 5000  # `mlflow ui`'s default
 

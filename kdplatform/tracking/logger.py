@@ -22,11 +22,11 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from PIL import Image
 
-from kdplatform.errors import ConfigError
-from kdplatform.eval.grids import depth_grid
-from kdplatform.tracking.params import MAX_TAG_VALUE, flatten_params
-from kdplatform.tracking.runs import JobRun
-from kdplatform.tracking.store import client_for
+from depthkd.errors import ConfigError
+from depthkd.eval.grids import depth_grid
+from depthkd.tracking.params import MAX_TAG_VALUE, flatten_params
+from depthkd.tracking.runs import JobRun
+from depthkd.tracking.store import client_for
 
 _log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import shutil
 import tempfile
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -29,13 +30,13 @@ from mlflow.models import Model, ModelSignature
 from mlflow.types.schema import Schema, TensorSpec
 from torch import nn
 
-import kdplatform
-import models
-from kdplatform.errors import CheckpointError, RegistryError
-from kdplatform.tracking.runs import JobRun
-from kdplatform.tracking.store import client_for, pinned_tracking_uri, tracking_uri
-from models.kinds import ModelKind
-from models.serialization import load_model, save_model, unwrap
+import depthkd
+import depthkd.models
+from depthkd.errors import CheckpointError, RegistryError
+from depthkd.models.kinds import ModelKind
+from depthkd.models.serialization import load_model, save_model, unwrap
+from depthkd.tracking.runs import JobRun
+from depthkd.tracking.store import client_for, pinned_tracking_uri, tracking_uri
 
 STATE_DICT_FILE = "state_dict.pt"
 WEIGHTS_ARTIFACT = "weights"  # key of the weights file in the pyfunc's `artifacts`
@@ -102,10 +103,22 @@ def log_depth_model(run: JobRun, model: nn.Module, *, name: str = "student", ste
             artifacts={WEIGHTS_ARTIFACT: str(weights)},
             signature=SIGNATURE,
             input_example=_input_example(),
-            code_paths=[str(Path(p).parent) for p in (models.__file__, kdplatform.__file__)],
+            code_paths=[str(_package_tree(Path(tmp) / "code"))],
             pip_requirements=_pip_requirements(),
         )
     return info.model_uri
+
+
+def _package_tree(folder: Path) -> Path:
+    """`folder/depthkd`: the package as it imports, for the pyfunc's code. An installed wheel
+    holds `depthkd.models` inside `depthkd/` already; an editable install maps it from the
+    repository's `models/`, which is copied in beside the rest here."""
+    tree = folder / "depthkd"
+    skip = shutil.ignore_patterns("__pycache__", "*.pt")  # not the shipped demo teacher's weights
+    shutil.copytree(Path(depthkd.__file__).parent, tree, ignore=skip)
+    if not (tree / "models").is_dir():
+        shutil.copytree(Path(depthkd.models.__file__).parent, tree / "models", ignore=skip)
+    return tree
 
 
 def register_model(

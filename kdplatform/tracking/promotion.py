@@ -18,9 +18,9 @@ from typing import Any
 from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 
-from kdplatform.errors import RegistryError
-from kdplatform.tracking.runs import ensure_job_experiment
-from kdplatform.tracking.store import client_for, tracking_uri
+from depthkd.errors import RegistryError
+from depthkd.tracking.runs import ensure_job_experiment
+from depthkd.tracking.store import client_for, tracking_uri
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"

@@ -3,7 +3,7 @@ depth of the same size out.
 
 MLflow copies this file into the logged model and runs it to load the model (`set_model` at the
 bottom), so no pickled Python object is ever stored or unpickled; the weights are an artifact
-read with `weights_only=True`, and the `models` / `kdplatform` packages travel as code paths.
+read with `weights_only=True`, and the `depthkd` package (`depthkd.models` in it) is its code.
 Only MLflow runs this file; `model_registry.log_depth_model` names it. Signature (set there):
 uint8 `(H, W, 3)` → float32 `(H, W)` metres, any H and W (the model pads internally).
 """
@@ -18,9 +18,9 @@ import mlflow.pyfunc
 import numpy as np
 import torch
 
-from kdplatform.errors import DataError
-from kdplatform.tracking.model_registry import WEIGHTS_ARTIFACT
-from models.serialization import load_model
+from depthkd.errors import DataError
+from depthkd.models.serialization import load_model
+from depthkd.tracking.model_registry import WEIGHTS_ARTIFACT
 
 
 class DepthPyfuncModel(mlflow.pyfunc.PythonModel):

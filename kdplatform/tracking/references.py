@@ -9,10 +9,10 @@ from pathlib import Path
 
 from torch import nn
 
-from kdplatform import storage
-from kdplatform.tracking import model_registry
-from models.kinds import ModelKind
-from models.serialization import load_model
+from depthkd import storage
+from depthkd.models.kinds import ModelKind
+from depthkd.models.serialization import load_model
+from depthkd.tracking import model_registry
 
 
 def load_model_reference(

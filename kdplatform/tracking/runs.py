@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 from mlflow.entities import RunStatus, ViewType
 
-from kdplatform.errors import ConfigError
-from kdplatform.tracking.store import (
+from depthkd.errors import ConfigError
+from depthkd.tracking.store import (
     artifact_root,
     client_for,
     ensure_experiment,

@@ -25,12 +25,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from kdplatform import storage
-from kdplatform.environ import patched_environ
-from kdplatform.errors import DepthKDError
-from kdplatform.ports import HOST, free_port
-from kdplatform.processes import stop_group
-from kdplatform.tracking.store import ARTIFACT_DIR, tracking_uri, uses_server_artifacts
+from depthkd import storage
+from depthkd.environ import patched_environ
+from depthkd.errors import DepthKDError
+from depthkd.ports import HOST, free_port
+from depthkd.processes import stop_group
+from depthkd.tracking.store import ARTIFACT_DIR, tracking_uri, uses_server_artifacts
 
 START_TIMEOUT_S = 120.0
 STOP_GRACE_S = 10.0

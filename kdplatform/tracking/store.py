@@ -20,8 +20,8 @@ from mlflow import MlflowClient
 from mlflow.entities import LifecycleStage
 from mlflow.exceptions import MlflowException
 
-from kdplatform.config.schema import depthkd_home
-from kdplatform.errors import ConfigError
+from depthkd.config.schema import depthkd_home
+from depthkd.errors import ConfigError
 
 DB_FILE = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdplatform import atomic
-from kdplatform.errors import CheckpointError
+from depthkd import atomic
+from depthkd.errors import CheckpointError
 
 STATE_FILE = "state.pt"
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdplatform.config.schema import ExperimentConfig
-from kdplatform.data.shards import read_manifest
-from kdplatform.storage import Location
-from kdplatform.tracking.runs import JobRun
-from kdplatform.train.launcher import StageResult
-from kdplatform.train.profile import DataProfile
-from models.kinds import ModelKind
+from depthkd.config.schema import ExperimentConfig
+from depthkd.data.shards import read_manifest
+from depthkd.models.kinds import ModelKind
+from depthkd.storage import Location
+from depthkd.tracking.runs import JobRun
+from depthkd.train.launcher import StageResult
+from depthkd.train.profile import DataProfile
 
 
 @dataclass

@@ -21,31 +21,31 @@ import json
 import time
 from pathlib import Path
 
-from kdplatform import atomic
-from kdplatform.config.loader import dump_config
-from kdplatform.config.schema import ExperimentConfig, depthkd_home
-from kdplatform.console import Log, StageProgress
-from kdplatform.data.bundled import ensure_shards
-from kdplatform.data.shards import sha256_file
-from kdplatform.errors import ConfigError
-from kdplatform.locking import exclusive_lock
-from kdplatform.raycluster import ensure_ray
-from kdplatform.storage import Location
-from kdplatform.tracking.datasets import log_dataset_input
-from kdplatform.tracking.logger import RunLogger
-from kdplatform.tracking.runs import finish_job_run, open_job_run
-from kdplatform.tracking.store import tracking_uri
-from kdplatform.train.job_context import JobContext
-from kdplatform.train.launcher import check_cluster, run_stage
-from kdplatform.train.model_inputs import resolve_inputs
-from kdplatform.train.profile import data_profile
-from kdplatform.train.registration import register_stage
-from kdplatform.train.reports import report_given_teachers, test_report
-from kdplatform.train.stages import STAGES
-from kdplatform.train.strategy import check_strategy
-from kdplatform.train.unlabeled import labels_frames, mixes_unlabeled, unlabeled_frames
-from models.kinds import ModelKind
-from models.zoo import check_model_names
+from depthkd import atomic
+from depthkd.config.loader import dump_config
+from depthkd.config.schema import ExperimentConfig, depthkd_home
+from depthkd.console import Log, StageProgress
+from depthkd.data.bundled import ensure_shards
+from depthkd.data.shards import sha256_file
+from depthkd.errors import ConfigError
+from depthkd.locking import exclusive_lock
+from depthkd.models.kinds import ModelKind
+from depthkd.models.zoo import check_model_names
+from depthkd.raycluster import ensure_ray
+from depthkd.storage import Location
+from depthkd.tracking.datasets import log_dataset_input
+from depthkd.tracking.logger import RunLogger
+from depthkd.tracking.runs import finish_job_run, open_job_run
+from depthkd.tracking.store import tracking_uri
+from depthkd.train.job_context import JobContext
+from depthkd.train.launcher import check_cluster, run_stage
+from depthkd.train.model_inputs import resolve_inputs
+from depthkd.train.profile import data_profile
+from depthkd.train.registration import register_stage
+from depthkd.train.reports import report_given_teachers, test_report
+from depthkd.train.stages import STAGES
+from depthkd.train.strategy import check_strategy
+from depthkd.train.unlabeled import labels_frames, mixes_unlabeled, unlabeled_frames
 
 
 def resolve_shards(cfg: ExperimentConfig, *, progress: bool = True) -> Location:

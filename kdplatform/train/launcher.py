@@ -1,7 +1,7 @@
 """Driver side of a stage: check the cluster, build the `TorchTrainer`, run it, hand back the
 final metrics and exported models.
 
-* Ray is joined or started by `kdplatform.raycluster.ensure_ray`.
+* Ray is joined or started by `depthkd.raycluster.ensure_ray`.
 * The Ray run name is the job id plus the stage: running the same job id again resumes from the
   latest checkpoint in `train.storage` (default `$DEPTHKD_HOME/ray_results`).
 * Every path crossing into workers is absolute: workers run in another directory.
@@ -23,15 +23,15 @@ import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from kdplatform import storage
-from kdplatform.config.schema import ExperimentConfig, TrainConfig, depthkd_home
-from kdplatform.console import WORKER_ENV
-from kdplatform.errors import ConfigError, DepthKDError
-from kdplatform.tracking.runs import JobRun
-from kdplatform.tracking.store import uses_server_artifacts
-from kdplatform.train.loop import WorkerJob, train_worker
-from kdplatform.train.profile import DataProfile
-from kdplatform.train.unlabeled import mixes_unlabeled
+from depthkd import storage
+from depthkd.config.schema import ExperimentConfig, TrainConfig, depthkd_home
+from depthkd.console import WORKER_ENV
+from depthkd.errors import ConfigError, DepthKDError
+from depthkd.tracking.runs import JobRun
+from depthkd.tracking.store import uses_server_artifacts
+from depthkd.train.loop import WorkerJob, train_worker
+from depthkd.train.profile import DataProfile
+from depthkd.train.unlabeled import mixes_unlabeled
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ def run_stage(
         callbacks: Ray Train callbacks (a Tune trial passes its report forwarder).
         progress: the address of the driver's progress channel (`JobConsole.stage`), if any.
         unlabeled: the shards of frames without ground truth that a stage with
-            `unlabeled_ratio > 0` mixes in (`kdplatform.train.unlabeled`).
+            `unlabeled_ratio > 0` mixes in (`depthkd.train.unlabeled`).
 
     Raises:
         ConfigError: the stage mixes in frames without ground truth and none were given.

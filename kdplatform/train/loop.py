@@ -5,7 +5,7 @@ validate config → models → `prepare_model` or `deepspeed.initialize` → res
 * AdamW / Adam with the encoder at `backbone_lr_mult`, poly LR with warm-up, gradient clipping,
   bf16 autocast (CPU or GPU) or fp16 with a grad scaler (GPU), gradient accumulation (one optimizer
   step per `accumulate` micro-batches).
-* `train.strategy` picks DDP or DeepSpeed ZeRO (`kdplatform.train.strategy`); the loop is the same,
+* `train.strategy` picks DDP or DeepSpeed ZeRO (`depthkd.train.strategy`); the loop is the same,
   the strategy owns backward, the optimizer step, the training state and the full-weight model.
 * Periodic evaluation on the eval split (val) in fp32 through the shared evaluator; per-image
   metrics summed on each rank and all-reduced. Every evaluation goes through `ray.train.report`
@@ -45,24 +45,24 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from kdplatform import storage
-from kdplatform.config.schema import ExperimentConfig
-from kdplatform.console import ProgressReporter
-from kdplatform.data.loader import eval_loader, mixed_train_loader, train_loader
-from kdplatform.eval.runner import evaluate_batches
-from kdplatform.tracking.logger import RunLogger
-from kdplatform.tracking.runs import JobRun
-from kdplatform.train.checkpoint import (
+from depthkd import storage
+from depthkd.config.schema import ExperimentConfig
+from depthkd.console import ProgressReporter
+from depthkd.data.loader import eval_loader, mixed_train_loader, train_loader
+from depthkd.eval.runner import evaluate_batches
+from depthkd.models.serialization import save_model
+from depthkd.tracking.logger import RunLogger
+from depthkd.tracking.runs import JobRun
+from depthkd.train.checkpoint import (
     load_training_state,
     rng_state,
     save_training_state,
     set_rng_state,
 )
-from kdplatform.train.profile import DataProfile
-from kdplatform.train.schedule import build_optimizer, stage_scheduler
-from kdplatform.train.stages import STAGES, Stage
-from kdplatform.train.strategy import Strategy, build_strategy, check_strategy
-from models.serialization import save_model
+from depthkd.train.profile import DataProfile
+from depthkd.train.schedule import build_optimizer, stage_scheduler
+from depthkd.train.stages import STAGES, Stage
+from depthkd.train.strategy import Strategy, build_strategy, check_strategy
 
 FAULT_MARKER = ".depthkd-fault-injected"
 
@@ -77,7 +77,7 @@ class WorkerJob:
     run: dict | None
     inputs: dict[str, str]  # role → model file of the driver, or an s3:// object (multi-node)
     job_dir: str  # absolute or s3://; holds the fault-injection marker
-    progress: str | None = None  # the driver's progress channel (`kdplatform.console`)
+    progress: str | None = None  # the driver's progress channel (`depthkd.console`)
     unlabeled: str | None = None  # pseudo-label shards mixed into the batches (absolute or s3://)
 
     def to_dict(self) -> dict:

@@ -9,15 +9,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kdplatform import storage
-from kdplatform.errors import CheckpointError, ConfigError, RegistryError
-from kdplatform.tracking.references import load_model_reference
-from kdplatform.train.job_context import JobContext
-from kdplatform.train.unlabeled import labels_frames
-from models.kinds import ModelKind
-from models.serialization import save_model
-from models.teacher_weights import load_external_teacher
-from models.zoo import arch_mismatch
+from depthkd import storage
+from depthkd.errors import CheckpointError, ConfigError, RegistryError
+from depthkd.models.kinds import ModelKind
+from depthkd.models.serialization import save_model
+from depthkd.models.teacher_weights import load_external_teacher
+from depthkd.models.zoo import arch_mismatch
+from depthkd.tracking.references import load_model_reference
+from depthkd.train.job_context import JobContext
+from depthkd.train.unlabeled import labels_frames
 
 # model file kinds (`arch["kind"]`) in error messages
 KIND_NAMES = {

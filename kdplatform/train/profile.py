@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from kdplatform.config.schema import ExperimentConfig
-from kdplatform.data.constants import KITTI_MAX_DEPTH, NYU_MAX_DEPTH
-from kdplatform.data.shards import split_entry
-from kdplatform.errors import ConfigError
+from depthkd.config.schema import ExperimentConfig
+from depthkd.data.constants import KITTI_MAX_DEPTH, NYU_MAX_DEPTH
+from depthkd.data.shards import split_entry
+from depthkd.errors import ConfigError
 
 # dataset family → (depth cap, SILog GT threshold as BTS/URCDC, default protocol)
 _FAMILIES = {

@@ -3,15 +3,15 @@ was trained for, which split chose it and which one it is reported on)."""
 
 from __future__ import annotations
 
-from kdplatform.config.schema import ExperimentConfig
-from kdplatform.tracking import model_registry
-from kdplatform.train.job_context import JobContext
-from kdplatform.train.launcher import StageResult
-from kdplatform.train.profile import DataProfile
-from kdplatform.train.reports import split_metrics
-from kdplatform.train.stages import STAGES
-from models.kinds import ModelKind
-from models.serialization import load_model
+from depthkd.config.schema import ExperimentConfig
+from depthkd.models.kinds import ModelKind
+from depthkd.models.serialization import load_model
+from depthkd.tracking import model_registry
+from depthkd.train.job_context import JobContext
+from depthkd.train.launcher import StageResult
+from depthkd.train.profile import DataProfile
+from depthkd.train.reports import split_metrics
+from depthkd.train.stages import STAGES
 
 # what each kind of model passed between stages is registered as: (model name key, alias)
 REGISTERED_AS = {

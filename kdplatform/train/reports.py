@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kdplatform.console import Log
-from kdplatform.eval.runner import evaluate_split
-from kdplatform.metric_names import HEADLINE_METRICS
-from kdplatform.tracking.logger import RunLogger
-from kdplatform.train.job_context import JobContext
-from kdplatform.train.launcher import StageResult
-from models.kinds import ModelKind
-from models.serialization import load_model
+from depthkd.console import Log
+from depthkd.eval.runner import evaluate_split
+from depthkd.metric_names import HEADLINE_METRICS
+from depthkd.models.kinds import ModelKind
+from depthkd.models.serialization import load_model
+from depthkd.tracking.logger import RunLogger
+from depthkd.train.job_context import JobContext
+from depthkd.train.launcher import StageResult
 
 
 def split_metrics(metrics: dict[str, float], split: str) -> dict[str, float]:

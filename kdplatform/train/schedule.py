@@ -7,8 +7,8 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from kdplatform.config.schema import OptimConfig
-from kdplatform.train.stages import Stage
+from depthkd.config.schema import OptimConfig
+from depthkd.train.stages import Stage
 
 
 def lr_factor(step: int, *, total: int, cfg: OptimConfig) -> float:

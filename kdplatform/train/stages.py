@@ -1,6 +1,6 @@
 """Training stages: what each one builds, trains and exports, and its pure per-batch step.
 
-A stage supplies models and losses; the loop (`kdplatform.train.loop`) supplies everything else.
+A stage supplies models and losses; the loop (`depthkd.train.loop`) supplies everything else.
 Each `*_step(batch, ...) -> dict[str, Tensor]` is pure (no Ray, no MLflow) and returns the total
 `loss` plus every named term, so terms are logged one by one and steps test without a cluster.
 
@@ -32,21 +32,21 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from kdplatform.config.schema import ExperimentConfig, LossConfig, StageConfig
-from kdplatform.registry import Registry
-from kdplatform.train.profile import DataProfile
-from models import losses
-from models.depth_model import DepthModel
-from models.ghost import AcclimatedTeacher
-from models.kinds import ModelKind
-from models.serialization import load_model
-from models.urcdc import bypass_schedule
-from models.zoo import (
+from depthkd.config.schema import ExperimentConfig, LossConfig, StageConfig
+from depthkd.models import losses
+from depthkd.models.depth_model import DepthModel
+from depthkd.models.ghost import AcclimatedTeacher
+from depthkd.models.kinds import ModelKind
+from depthkd.models.serialization import load_model
+from depthkd.models.urcdc import bypass_schedule
+from depthkd.models.zoo import (
     build_acclimated_teacher,
     build_cross_distill,
     build_student,
     build_teacher,
 )
+from depthkd.registry import Registry
+from depthkd.train.profile import DataProfile
 
 Batch = dict[str, Tensor]
 

@@ -1,6 +1,6 @@
 """How one model trains across ranks: DDP (`ray.train.torch.prepare_model`) or DeepSpeed ZeRO.
 
-The worker loop (`kdplatform.train.loop`) is the same for both; a strategy owns what differs:
+The worker loop (`depthkd.train.loop`) is the same for both; a strategy owns what differs:
 backward, the optimizer step, gradient sync during accumulation, the training state in a
 checkpoint, and the model with full weights that evaluation and exports use.
 
@@ -32,8 +32,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from kdplatform.config.schema import ExperimentConfig, TrainConfig
-from kdplatform.errors import CheckpointError, ConfigError
+from depthkd.config.schema import ExperimentConfig, TrainConfig
+from depthkd.errors import CheckpointError, ConfigError
 
 DEEPSPEED_DIR = "deepspeed"  # the engine's files inside a checkpoint directory
 _NEVER = 2**31 - 1  # DeepSpeed's steps_per_print: we log progress ourselves

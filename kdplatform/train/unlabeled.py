@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kdplatform.config.schema import ExperimentConfig
-from kdplatform.console import Log
-from kdplatform.pseudolabel import label_shards
-from kdplatform.pseudolabel.source import frame_size, open_source
-from kdplatform.storage import Location
+from depthkd.config.schema import ExperimentConfig
+from depthkd.console import Log
+from depthkd.pseudolabel import label_shards
+from depthkd.pseudolabel.source import frame_size, open_source
+from depthkd.storage import Location
 
 PSEUDO_LABEL_DIR = "pseudo_labels"  # in a job's (or sweep's) folder: the pass over its frames
 

@@ -14,10 +14,10 @@ from unittest import mock
 import pytest
 import torch
 
-from kdplatform import storage
-from kdplatform.bench.suite import redact, result_stem
-from kdplatform.cli.main import main
-from kdplatform.devcluster.services import S3_ENV
+from depthkd import storage
+from depthkd.bench.suite import redact, result_stem
+from depthkd.cli.main import main
+from depthkd.devcluster.services import S3_ENV
 from tests import services
 
 QUICK_ROWS = ("loader_local", "loader_s3", "latency", "onnx", "gpu")
@@ -156,10 +156,10 @@ def test_redact_replaces_every_credential_value() -> None:
 @pytest.mark.slow
 def test_gpu_step_variants_run_on_the_cpu() -> None:
     """The GPU row's code path (device, bf16 autocast, channels_last) on the CPU, tiny."""
-    from kdplatform.bench.gpu import run_gpu_benchmark
-    from kdplatform.bench.train import TrainBenchSettings
-    from kdplatform.config.files import DEFAULT_CONFIG
-    from kdplatform.config.loader import load_config
+    from depthkd.bench.gpu import run_gpu_benchmark
+    from depthkd.bench.train import TrainBenchSettings
+    from depthkd.config.files import DEFAULT_CONFIG
+    from depthkd.config.loader import load_config
 
     settings = TrainBenchSettings(steps=1, warmup=1, batch_size=2, height=64, width=96, threads=1)
     result = run_gpu_benchmark(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kdplatform.cli.main import main
+from depthkd.cli.main import main
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

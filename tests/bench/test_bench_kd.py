@@ -8,7 +8,7 @@ import json
 import pytest
 from PIL import Image
 
-from kdplatform.bench.kd import (
+from depthkd.bench.kd import (
     BASELINE,
     ROWS,
     KDBenchResult,
@@ -16,7 +16,7 @@ from kdplatform.bench.kd import (
     selected_rows,
     write_result,
 )
-from kdplatform.errors import ConfigError
+from depthkd.errors import ConfigError
 
 
 def _result() -> KDBenchResult:
@@ -104,8 +104,8 @@ def test_a_given_teacher_is_evaluated_and_labels_the_frames_not_trained(
 ) -> None:
     from pathlib import Path
 
-    from kdplatform.bench.kd import run_kd_benchmark
-    from kdplatform.config.loader import load_config
+    from depthkd.bench.kd import run_kd_benchmark
+    from depthkd.config.loader import load_config
     from tests.pseudolabel.conftest import save_teacher
 
     teacher = save_teacher(tmp_path / "teacher.pt")

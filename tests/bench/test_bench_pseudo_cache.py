@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kdplatform.cli.main import main
+from depthkd.cli.main import main
 from tests.pseudolabel.conftest import save_teacher
 
 TINY_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
@@ -20,7 +20,7 @@ MIXED = ["data.synthetic.unlabeled_n=8", "distill.unlabeled_ratio=0.5"]
 def test_bench_pseudo_cache_times_both_steps_on_the_same_targets(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kdplatform.bench import pseudo_cache
+    from depthkd.bench import pseudo_cache
 
     labelled = []
     real = pseudo_cache._teacher_targets

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from kdplatform.cli.main import build_parser, main
+from depthkd.cli.main import build_parser, main
 
 
 def _synth(raw, layout: str, n: int) -> int:

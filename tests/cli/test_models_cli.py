@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from kdplatform.cli.main import main
-from models.zoo import STUDENTS, TEACHERS
+from depthkd.cli.main import main
+from depthkd.models.zoo import STUDENTS, TEACHERS
 
 DESCRIBE = ["models", "describe", "--height", "64", "--width", "96", "--repeats", "1"]
 
@@ -69,9 +69,9 @@ def test_describe_pads_sizes_not_divisible_by_the_patch(capsys: pytest.CaptureFi
 def test_a_half_copy_is_half_the_size_and_predicts_the_same_depth(tmp_path, capsys) -> None:
     import torch
 
-    from kdplatform.config.schema import TeacherConfig
-    from models.serialization import load_model, save_model
-    from models.zoo import build_teacher
+    from depthkd.config.schema import TeacherConfig
+    from depthkd.models.serialization import load_model, save_model
+    from depthkd.models.zoo import build_teacher
 
     torch.manual_seed(0)
     teacher = build_teacher(TeacherConfig(name="swin_micro"), max_depth=10.0)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from kdplatform.config.loader import dump_config, load_config, validate_options
-from kdplatform.config.schema import ExperimentConfig, PrepareConfig
-from kdplatform.errors import ConfigError
+from depthkd.config.loader import dump_config, load_config, validate_options
+from depthkd.config.schema import ExperimentConfig, PrepareConfig
+from depthkd.errors import ConfigError
 
 SHIPPED = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 CONFIGS = [p for p in SHIPPED if not p.name.startswith("sweep_")]
@@ -24,7 +24,7 @@ def test_shipped_configs_validate(path):
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.name for p in SWEEPS])
 def test_shipped_sweeps_validate_with_their_base(path, tmp_path, monkeypatch):
-    from tune.sweep import base_experiment, load_sweep
+    from depthkd.tune.sweep import base_experiment, load_sweep
 
     monkeypatch.setenv("DEPTHKD_HOME", str(tmp_path))
     base = base_experiment(load_sweep(path))  # every searched key checked at its range ends
@@ -119,3 +119,15 @@ def test_cutflip_range_must_be_fractions():
 def test_relative_shard_dir_is_resolved_on_the_driver(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert load_config(None, ["data.shards=shards"]).data.shards == tmp_path / "shards"
+def test_a_model_file_beside_the_config_file_is_found_from_any_directory(tmp_path, monkeypatch):
+    """A shipped or copied config names its own files relative to itself; overrides and names
+    that are no file beside it keep their meaning."""
+    (tmp_path / "configs" / "teachers").mkdir(parents=True)
+    (tmp_path / "configs" / "teachers" / "t.pt").write_bytes(b"")
+    config = tmp_path / "configs" / "c.yaml"
+    config.write_text("model:\n  teacher:\n    name: swin_micro\n    checkpoint: teachers/t.pt\n")
+    monkeypatch.chdir(tmp_path)  # where `teachers/t.pt` does not exist
+    cfg = load_config(config)
+    assert cfg.model.teacher.checkpoint == str(tmp_path / "configs" / "teachers" / "t.pt")
+    named = load_config(config, ["model.teacher.checkpoint=depthkd-teacher@pretrained"])
+    assert named.model.teacher.checkpoint == "depthkd-teacher@pretrained"

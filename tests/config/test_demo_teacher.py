@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kdplatform.config.files import DEFAULT_CONFIG
-from kdplatform.config.loader import load_config
-from kdplatform.data.constants import KITTI_MAX_DEPTH
-from kdplatform.data.shards import sha256_file
-from models.serialization import load_model
+from depthkd.config.files import DEFAULT_CONFIG
+from depthkd.config.loader import load_config
+from depthkd.data.constants import KITTI_MAX_DEPTH
+from depthkd.data.shards import sha256_file
+from depthkd.models.serialization import load_model
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kdplatform.config.schema import AugmentConfig
-from kdplatform.data import augment as aug
+from depthkd.config.schema import AugmentConfig
+from depthkd.data import augment as aug
 
 H, W = 64, 96
 GEOMETRY_ONLY = {"hflip_p": 0.0, "photometric_p": 0.0}
@@ -81,7 +81,7 @@ def test_kb_crop_takes_bottom_rows_and_centre_columns():
 
 
 def test_crop_larger_than_image_is_a_clear_error():
-    from kdplatform.errors import DataError
+    from depthkd.errors import DataError
 
     rgb, depth = coordinate_pair()
     with pytest.raises(DataError, match=r"random crop 80x56 is larger than the image 64x96"):

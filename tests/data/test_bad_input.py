@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kdplatform.data.shards import read_manifest
-from kdplatform.errors import DataError
+from depthkd.data.shards import read_manifest
+from depthkd.errors import DataError
 from tests.conftest import NYU_DEMO, prepare
 
 SCENE = "office_0001"

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from kdplatform.config.schema import UNLABELED_SPLIT, DataConfig, SynthConfig
-from kdplatform.data.bundled import ensure_shards, synthetic_dir
-from kdplatform.data.shards import LOCK_FILE, MANIFEST, read_manifest, read_tar, verify_shards
-from kdplatform.errors import ConfigError, DataError
+from depthkd.config.schema import UNLABELED_SPLIT, DataConfig, SynthConfig
+from depthkd.data.bundled import ensure_shards, synthetic_dir
+from depthkd.data.shards import LOCK_FILE, MANIFEST, read_manifest, read_tar, verify_shards
+from depthkd.errors import ConfigError, DataError
 
 SYNTH = {"layout": "nyu", "n": 24, "height": 32, "width": 48}  # 17 train, 2 val, 5 test
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from kdplatform.data.shards import read_manifest, verify_shards
-from kdplatform.data.sources.synthetic import SynthSummary, write_synthetic
+from depthkd.data.shards import read_manifest, verify_shards
+from depthkd.data.sources.synthetic import SynthSummary, write_synthetic
 
 pytestmark = pytest.mark.multiproc
 
@@ -32,8 +32,8 @@ while not Path(sys.argv[2]).exists():
 args = sys.argv[3:]
 """
 ENSURE = """
-from kdplatform.config.schema import DataConfig
-from kdplatform.data.bundled import ensure_shards
+from depthkd.config.schema import DataConfig
+from depthkd.data.bundled import ensure_shards
 {barrier}
 cfg = DataConfig.model_validate(
     {{"synthetic": {{"layout": "nyu", "n": 24, "height": 32, "width": 48}}}}
@@ -41,7 +41,7 @@ cfg = DataConfig.model_validate(
 print(ensure_shards(cfg, Path(args[0]), progress=False))
 """
 PREPARE = """
-from kdplatform.cli.main import main
+from depthkd.cli.main import main
 {barrier}
 sys.exit(main(args))
 """

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from kdplatform.config.schema import AugmentConfig, DataConfig
-from kdplatform.data.loader import collate, eval_loader, train_loader
-from kdplatform.data.sources.synthetic import write_synthetic
-from kdplatform.errors import DataError
+from depthkd.config.schema import AugmentConfig, DataConfig
+from depthkd.data.loader import collate, eval_loader, train_loader
+from depthkd.data.sources.synthetic import write_synthetic
+from depthkd.errors import DataError
 from tests.conftest import prepare
 
 

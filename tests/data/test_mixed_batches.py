@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from kdplatform.config.schema import AugmentConfig, DataConfig, TeacherConfig
-from kdplatform.data.loader import mix_batches, mixed_train_loader, unlabeled_batch_size
-from kdplatform.data.sources.synthetic import write_synthetic
-from kdplatform.errors import DataError
-from kdplatform.pseudolabel import label_shards
-from models.serialization import save_model
-from models.zoo import build_teacher
+from depthkd.config.schema import AugmentConfig, DataConfig, TeacherConfig
+from depthkd.data.loader import mix_batches, mixed_train_loader, unlabeled_batch_size
+from depthkd.data.sources.synthetic import write_synthetic
+from depthkd.errors import DataError
+from depthkd.models.serialization import save_model
+from depthkd.models.zoo import build_teacher
+from depthkd.pseudolabel import label_shards
 from tests.conftest import prepare
 from tests.ranks import join_group, run_ranks
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from kdplatform.config.schema import AugmentConfig, DataConfig
-from kdplatform.data.loader import eval_loader, train_loader
-from kdplatform.data.sources.synthetic import write_synthetic
+from depthkd.config.schema import AugmentConfig, DataConfig
+from depthkd.data.loader import eval_loader, train_loader
+from depthkd.data.sources.synthetic import write_synthetic
 from tests.conftest import prepare
 from tests.ranks import join_group, run_ranks
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from kdplatform.config.schema import AugmentConfig, DataConfig
-from kdplatform.data.augment import nyu_border_mask
-from kdplatform.data.loader import eval_loader, train_loader
-from kdplatform.data.sources.synthetic import write_synthetic
+from depthkd.config.schema import AugmentConfig, DataConfig
+from depthkd.data.augment import nyu_border_mask
+from depthkd.data.loader import eval_loader, train_loader
+from depthkd.data.sources.synthetic import write_synthetic
 from tests.conftest import prepare
 
 H, W = 240, 320  # the bundled synthetic NYU size: box rows 23:236 (22.5 → 23), cols 22:304

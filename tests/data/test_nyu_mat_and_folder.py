@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
-from kdplatform.config.schema import DataConfig
-from kdplatform.data.loader import eval_loader
-from kdplatform.errors import DataError
+from depthkd.config.schema import DataConfig
+from depthkd.data.loader import eval_loader
+from depthkd.errors import DataError
 from tests.conftest import prepare
 
 N, H, W = 5, 24, 32
@@ -108,7 +108,7 @@ def test_folder_dataset_scale_and_invalid_value(tmp_path):
 
 
 def test_folder_dataset_rejects_8bit_depth_and_needs_scale(tmp_path):
-    from kdplatform.errors import ConfigError
+    from depthkd.errors import ConfigError
 
     _write_folder(tmp_path / "data", depth_dtype=np.uint8)
     with pytest.raises(ConfigError, match="needs --depth-scale"):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kdplatform.config.schema import DataConfig
-from kdplatform.data.loader import eval_loader
-from kdplatform.data.shards import read_manifest, read_tar, shard_paths, verify_shards
+from depthkd.config.schema import DataConfig
+from depthkd.data.loader import eval_loader
+from depthkd.data.shards import read_manifest, read_tar, shard_paths, verify_shards
 from tests.conftest import KITTI_DRIVE, build_kitti_tree, build_nyu_tree, prepare
 
 

@@ -11,17 +11,17 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from kdplatform import storage
-from kdplatform.config.schema import DataConfig, TrainConfig
-from kdplatform.data.loader import eval_loader
-from kdplatform.data.shards import (
+from depthkd import storage
+from depthkd.config.schema import DataConfig, TrainConfig
+from depthkd.data.loader import eval_loader
+from depthkd.data.shards import (
     read_manifest,
     shard_paths,
     split_entry,
     upload_shards,
     verify_shards,
 )
-from kdplatform.errors import DataError
+from depthkd.errors import DataError
 from tests import services
 from tests.conftest import prepare
 
@@ -38,7 +38,7 @@ def bucket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def local_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from kdplatform.data.sources.synthetic import write_synthetic
+    from depthkd.data.sources.synthetic import write_synthetic
 
     tmp = tmp_path_factory.mktemp("local")
     write_synthetic("nyu", tmp / "raw", 12, 0, height=32, width=48, progress=False)
@@ -104,10 +104,10 @@ def test_locations_in_configs() -> None:
 def test_a_model_file_in_s3_is_a_model_reference(bucket, tmp_path: Path) -> None:
     import torch
 
-    from kdplatform.config.schema import StudentConfig
-    from kdplatform.tracking.references import load_model_reference
-    from models.serialization import save_model
-    from models.zoo import build_student
+    from depthkd.config.schema import StudentConfig
+    from depthkd.models.serialization import save_model
+    from depthkd.models.zoo import build_student
+    from depthkd.tracking.references import load_model_reference
 
     student = build_student(
         StudentConfig(name="mobilenetv2_050", decoder_channels=[8, 8, 16, 16]), max_depth=10.0
@@ -122,7 +122,7 @@ def test_a_model_file_in_s3_is_a_model_reference(bucket, tmp_path: Path) -> None
 
 
 def test_prepare_refuses_to_write_to_s3_and_names_the_way(tmp_path: Path, capsys) -> None:
-    from kdplatform.cli.main import main
+    from depthkd.cli.main import main
 
     argv = ["data", "prepare", "--dataset", "nyu", "--root", str(tmp_path), "--split", "train"]
     argv += ["--split-file", str(tmp_path / "train.txt")]

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from kdplatform.data.shards import MANIFEST, read_manifest, split_entry, verify_shards
-from kdplatform.data.sources.synthetic import write_synthetic
-from kdplatform.errors import DataError
+from depthkd.data.shards import MANIFEST, read_manifest, split_entry, verify_shards
+from depthkd.data.sources.synthetic import write_synthetic
+from depthkd.errors import DataError
 from tests.conftest import prepare
 
 
@@ -90,7 +90,7 @@ def test_two_splits_share_one_manifest(tmp_path, synth_nyu):
 
 
 def test_interrupted_prepare_leaves_no_manifest(tmp_path, synth_nyu, monkeypatch):
-    from kdplatform.data.sources.nyu import NyuSyncSource
+    from depthkd.data.sources.nyu import NyuSyncSource
 
     calls = {"n": 0}
     real_encode = NyuSyncSource.encode

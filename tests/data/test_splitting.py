@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from kdplatform.cli.main import main
-from kdplatform.data import splitting
-from kdplatform.data.splitting import GroupSplit, shared_groups, split_by_group, write_split
-from kdplatform.errors import ConfigError, DataError
+from depthkd.cli.main import main
+from depthkd.data import splitting
+from depthkd.data.splitting import GroupSplit, shared_groups, split_by_group, write_split
+from depthkd.errors import ConfigError, DataError
 
 BTS = Path("splits/cleinc_bts/train_test_inputs")
 EIGEN_TRAIN = BTS / "eigen_train_files_with_gt.txt"

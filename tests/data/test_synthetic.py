@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kdplatform.data.constants import (
+from depthkd.data.constants import (
     KITTI_DEPTH_SCALE,
     KITTI_FOCAL,
     KITTI_SIZE,
@@ -18,10 +18,10 @@ from kdplatform.data.constants import (
     NYU_FOCAL,
     NYU_SIZE,
 )
-from kdplatform.data.sources import synthetic
-from kdplatform.data.sources.render import render_scene
-from kdplatform.data.sources.synthetic import SynthSummary, write_synthetic
-from kdplatform.errors import ConfigError
+from depthkd.data.sources import synthetic
+from depthkd.data.sources.render import render_scene
+from depthkd.data.sources.synthetic import SynthSummary, write_synthetic
+from depthkd.errors import ConfigError
 
 H, W = 64, 96
 SEED = 3

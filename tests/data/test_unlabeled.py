@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kdplatform.cli.main import main
-from kdplatform.config.schema import PrepareConfig
-from kdplatform.data.images import decode_rgb
-from kdplatform.data.shards import read_manifest, read_tar, verify_shards
-from kdplatform.data.sources import build_source
-from kdplatform.data.sources.kitti import kitti_key
-from kdplatform.errors import ConfigError, DataError
+from depthkd.cli.main import main
+from depthkd.config.schema import PrepareConfig
+from depthkd.data.images import decode_rgb
+from depthkd.data.shards import read_manifest, read_tar, verify_shards
+from depthkd.data.sources import build_source
+from depthkd.data.sources.kitti import kitti_key
+from depthkd.errors import ConfigError, DataError
 from tests.conftest import KITTI_TINY, prepare
 
 EXIF_ORIENTATION = 0x0112

@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from kdplatform.cli.main import main
-from kdplatform.data.images import encode_depth
-from kdplatform.errors import DataError
-from kdplatform.eval.pngs import evaluate_pngs
-from kdplatform.metric_names import METRIC_NAMES
+from depthkd.cli.main import main
+from depthkd.data.images import encode_depth
+from depthkd.errors import DataError
+from depthkd.eval.pngs import evaluate_pngs
+from depthkd.metric_names import METRIC_NAMES
 
 
 def _write(path, depth_m, scale):

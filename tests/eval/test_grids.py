@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdplatform.eval.grids import depth_grid
+from depthkd.eval.grids import depth_grid
 
 H, W = 10, 14
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from kdplatform.errors import DataError
-from kdplatform.eval.metrics import MetricSums, compute_metrics, metrics_vector
-from kdplatform.metric_names import METRIC_NAMES
+from depthkd.errors import DataError
+from depthkd.eval.metrics import MetricSums, compute_metrics, metrics_vector
+from depthkd.metric_names import METRIC_NAMES
 
 
 def test_metrics_match_hand_computed_values():

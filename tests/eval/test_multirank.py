@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from kdplatform.eval.metrics import MetricSums, compute_metrics
+from depthkd.eval.metrics import MetricSums, compute_metrics
 from tests.ranks import join_group, run_ranks
 
 pytestmark = pytest.mark.multiproc

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kdplatform.eval.preview import write_job_preview
+from depthkd.eval.preview import write_job_preview
 
 
 def test_preview_draws_each_frame_and_column(tmp_path) -> None:

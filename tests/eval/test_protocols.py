@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from kdplatform.errors import DataError, RegistryError
-from kdplatform.eval.protocols import (
+from depthkd.errors import DataError, RegistryError
+from depthkd.eval.protocols import (
     PROTOCOLS,
     crop_box,
     evaluate_image,

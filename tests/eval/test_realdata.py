@@ -31,8 +31,8 @@ import shutil
 import numpy as np
 import pytest
 
-from kdplatform.cli.main import main
-from kdplatform.data.images import decode_depth, encode_depth
+from depthkd.cli.main import main
+from depthkd.data.images import decode_depth, encode_depth
 from tests.conftest import (
     KITTI_DEMO,
     KITTI_DRIVE,

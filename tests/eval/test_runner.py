@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kdplatform.config.schema import DataConfig
-from kdplatform.data.loader import eval_loader
-from kdplatform.errors import ConfigError
-from kdplatform.eval.runner import evaluate_batches, evaluate_split
+from depthkd.config.schema import DataConfig
+from depthkd.data.loader import eval_loader
+from depthkd.errors import ConfigError
+from depthkd.eval.runner import evaluate_batches, evaluate_split
 from tests.conftest import build_kitti_tree, prepare
 
 SCALE = 128.0  # depth = SCALE · image channel 0, exact in float32 for integer depths

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kdplatform.errors import ConfigError
-from kdplatform.eval.tta import TTA_MODES, edge_blend_weights, predict_with_flip
+from depthkd.errors import ConfigError
+from depthkd.eval.tta import TTA_MODES, edge_blend_weights, predict_with_flip
 
 
 def _equivariant(images: torch.Tensor) -> torch.Tensor:

@@ -19,13 +19,13 @@ import pytest
 import torch
 from PIL import Image
 
-from kdplatform.cli.main import main
-from kdplatform.config.schema import StudentConfig
-from kdplatform.inference.images import read_rgb
-from kdplatform.inference.predictor import load_predictor
-from kdplatform.ports import HOST, free_port
-from models.serialization import save_model
-from models.zoo import build_student
+from depthkd.cli.main import main
+from depthkd.config.schema import StudentConfig
+from depthkd.inference.images import read_rgb
+from depthkd.inference.predictor import load_predictor
+from depthkd.models.serialization import save_model
+from depthkd.models.zoo import build_student
+from depthkd.ports import HOST, free_port
 from tests.conftest import KITTI_DEMO, NYU_DEMO
 
 REPO = Path(__file__).resolve().parents[2]
@@ -135,7 +135,7 @@ def test_onnx_path_runs_without_pytorch(onnx_file: tuple[Path, Path], tmp_path: 
     onnx, _ = onnx_file
     script = (
         "import sys, numpy as np\n"
-        "from kdplatform.inference.predictor import load_predictor\n"
+        "from depthkd.inference.predictor import load_predictor\n"
         f"p = load_predictor({str(onnx)!r})\n"
         "d = p.predict(np.zeros((70, 90, 3), np.uint8))\n"
         "assert d.shape == (70, 90), d.shape\n"
@@ -150,9 +150,9 @@ def test_onnx_path_runs_without_pytorch(onnx_file: tuple[Path, Path], tmp_path: 
 
 @pytest.mark.slow
 def test_the_champion_is_served_over_rest(student: Path, home: Path, tmp_path: Path) -> None:
-    from kdplatform.tracking.model_registry import log_depth_model, register_model
-    from kdplatform.tracking.runs import open_job_run
-    from models.serialization import load_model
+    from depthkd.models.serialization import load_model
+    from depthkd.tracking.model_registry import log_depth_model, register_model
+    from depthkd.tracking.runs import open_job_run
 
     run = open_job_run(experiment="tests", job_id="serve")
     model = load_model(student)

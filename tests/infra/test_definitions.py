@@ -272,7 +272,7 @@ def _under(path: str | None, roots: set[str]) -> bool:
 
 
 def test_clusters_fit_their_jobs() -> None:
-    from tune.sweep import load_sweep
+    from depthkd.tune.sweep import load_sweep
 
     for path, job, inv in entrypoints():
         groups = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
@@ -346,7 +346,7 @@ def test_no_definition_contains_a_key() -> None:
 
 @pytest.fixture(scope="module")
 def cli() -> argparse.ArgumentParser:
-    from kdplatform.cli.main import build_parser
+    from depthkd.cli.main import build_parser
 
     return build_parser()
 
@@ -370,8 +370,8 @@ def test_entrypoints_parse_with_the_real_cli(cli) -> None:
 
 
 def test_entrypoint_overrides_load(monkeypatch, tmp_path) -> None:
-    from kdplatform.config.loader import load_config
-    from tune.sweep import base_experiment, load_sweep
+    from depthkd.config.loader import load_config
+    from depthkd.tune.sweep import base_experiment, load_sweep
 
     monkeypatch.setenv("DEPTHKD_HOME", str(tmp_path))
     for path, job, inv in entrypoints():
@@ -388,7 +388,7 @@ def test_entrypoint_overrides_load(monkeypatch, tmp_path) -> None:
 
 def test_entrypoint_urls_reach_the_config_unchanged() -> None:
     # `train.storage=s3://...` and `data.shards=s3://...` must stay URLs (not become local paths)
-    from kdplatform.config.loader import load_config
+    from depthkd.config.loader import load_config
 
     urls = 0
     for path, _, inv in entrypoints():
@@ -437,7 +437,7 @@ def _command_lines(path: Path, text: str) -> str:
 def test_example_commands_parse_and_load(cli) -> None:
     """`python pipelines/...py ...` in the comments and the README (after `ray job submit --`,
     `docker run IMAGE`, ...) parse with the CLI, and their configs load with their overrides."""
-    from kdplatform.config.loader import load_config
+    from depthkd.config.loader import load_config
 
     found = 0
     pattern = r"\bpython ((?:pipelines|tune)/[\w/]+\.py(?:[ \t]+[^\s#;|&`()]+)*)"
@@ -521,8 +521,8 @@ def test_torch_index_matches_each_base_image() -> None:
 def test_images_copy_the_whole_project_from_the_context() -> None:
     ignore = DockerIgnore.read(ROOT / ".dockerignore")
     project = pyproject()
-    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
-    needed = {"pyproject.toml", project["project"]["readme"], "configs", *packages}
+    folders = set(project["tool"]["setuptools"]["package-dir"].values())  # configs/ among them
+    needed = {"pyproject.toml", project["project"]["readme"], *folders}
     for path in DOCKERFILES:
         sources = copy_sources(path)
         for source in sources:

@@ -11,8 +11,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from kdplatform.errors import CheckpointError, ConfigError
-from models.backbones import PYRAMID_REDUCTIONS, build_backbone
+from depthkd.errors import CheckpointError, ConfigError
+from depthkd.models.backbones import PYRAMID_REDUCTIONS, build_backbone
 
 
 @pytest.mark.parametrize(
@@ -93,7 +93,7 @@ def test_missing_or_corrupt_weights_file(tmp_path: Path) -> None:
 
 def test_backbone_without_a_depth_pyramid_is_rejected() -> None:
     # vit features_only exposes one stride; outside the ViT path it has no 1/4 … 1/32 pyramid
-    from models.backbones import Backbone
+    from depthkd.models.backbones import Backbone
 
     with pytest.raises(ConfigError, match=r"needs \[4, 8, 16, 32\]"):
         Backbone("vit_tiny_patch16_224")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kdplatform.config.schema import StudentConfig, TeacherConfig
-from models.losses import attentive_kd_loss
-from models.urcdc import bypass_schedule
-from models.zoo import build_acclimated_teacher, build_cross_distill, build_student
+from depthkd.config.schema import StudentConfig, TeacherConfig
+from depthkd.models.losses import attentive_kd_loss
+from depthkd.models.urcdc import bypass_schedule
+from depthkd.models.zoo import build_acclimated_teacher, build_cross_distill, build_student
 
 MAX_DEPTH = 10.0
 STUDENT = StudentConfig(name="mobilenetv2_050", decoder_channels=(16, 24, 32, 48))

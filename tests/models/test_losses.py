@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from models.losses import (
+from depthkd.models.losses import (
     attentive_kd_loss,
     confidence_fit_loss,
     confidence_target,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kdplatform.config.schema import StudentConfig, TeacherConfig
-from kdplatform.errors import RegistryError
-from models.zoo import STUDENTS, TEACHERS, build_student, build_teacher
+from depthkd.config.schema import StudentConfig, TeacherConfig
+from depthkd.errors import RegistryError
+from depthkd.models.zoo import STUDENTS, TEACHERS, build_student, build_teacher
 
 KITTI_TRAIN = (352, 704)  # BTS / NeWCRFs KITTI random crop
 NYU_TRAIN = (416, 544)  # BTS / NeWCRFs crop of the 480×640 NYU frame

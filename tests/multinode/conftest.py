@@ -1,4 +1,4 @@
-"""The dev cluster (`kdplatform.devcluster.cluster`) for the multi-node tests: two Ray nodes that
+"""The dev cluster (`depthkd.devcluster.cluster`) for the multi-node tests: two Ray nodes that
 share only an S3 server and a tracking server on PostgreSQL."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kdplatform.devcluster.cluster import DevCluster, dev_cluster
+from depthkd.devcluster.cluster import DevCluster, dev_cluster
 from tests.services import required
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kdplatform import storage
-from kdplatform.data.shards import read_manifest
-from kdplatform.devcluster.cluster import WORKER_RESOURCE, DevCluster, synthetic_shards
+from depthkd import storage
+from depthkd.data.shards import read_manifest
+from depthkd.devcluster.cluster import WORKER_RESOURCE, DevCluster, synthetic_shards
 from tests.local_cluster import REPO_ROOT
 
 pytestmark = [pytest.mark.multinode, pytest.mark.slow, pytest.mark.ray, pytest.mark.timeout(900)]
@@ -29,7 +29,7 @@ JOB_TIMEOUT_S = 600
 
 def _cli(scaleout: DevCluster, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "kdplatform.cli.main", *args],
+        [sys.executable, "-m", "depthkd.cli.main", *args],
         env=scaleout.client_env(),
         cwd=REPO_ROOT,
         capture_output=True,

@@ -18,18 +18,18 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from kdplatform.config.loader import save_config, with_values
-from kdplatform.config.schema import ExperimentConfig
-from kdplatform.data.bundled import ensure_shards
-from kdplatform.errors import RegistryError
-from kdplatform.eval.runner import evaluate_split
-from kdplatform.promotion.gate import rollback, run_gate
-from kdplatform.promotion.policy import relative_gain
-from kdplatform.tracking.model_registry import log_depth_model, register_model
-from kdplatform.tracking.promotion import decision_history
-from kdplatform.tracking.runs import open_job_run
-from models.serialization import load_model, save_model
-from models.zoo import build_student
+from depthkd.config.loader import save_config, with_values
+from depthkd.config.schema import ExperimentConfig
+from depthkd.data.bundled import ensure_shards
+from depthkd.errors import RegistryError
+from depthkd.eval.runner import evaluate_split
+from depthkd.models.serialization import load_model, save_model
+from depthkd.models.zoo import build_student
+from depthkd.promotion.gate import rollback, run_gate
+from depthkd.promotion.policy import relative_gain
+from depthkd.tracking.model_registry import log_depth_model, register_model
+from depthkd.tracking.promotion import decision_history
+from depthkd.tracking.runs import open_job_run
 from tests.train.helpers import tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -247,7 +247,7 @@ def test_rollback_moves_the_champion_back_with_the_reason(
     assert last["decision"] == "rolled back" and last["previous_champion"] == f"v{second}"
     assert last["reason"] == "rolled back: v3 misbehaves on night frames"
     out = subprocess.run(
-        [sys.executable, "-m", "kdplatform.cli.main", "registry", "history", "--model", NAME],
+        [sys.executable, "-m", "depthkd.cli.main", "registry", "history", "--model", NAME],
         cwd=REPO,
         env=_env(home),
         capture_output=True,
@@ -279,7 +279,7 @@ def test_two_gates_at_once_leave_the_champion_on_the_better_challenger(
     started = time.monotonic()
     gates = [
         subprocess.Popen(
-            [sys.executable, "-m", "kdplatform.cli.main", "promote", "--candidate", str(v),
+            [sys.executable, "-m", "depthkd.cli.main", "promote", "--candidate", str(v),
              "--config", str(config)],
             cwd=REPO,
             env=_env(home),

@@ -7,8 +7,8 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from kdplatform.config.schema import ExperimentConfig, PromotionConfig
-from kdplatform.promotion.policy import decide
+from depthkd.config.schema import ExperimentConfig, PromotionConfig
+from depthkd.promotion.policy import decide
 
 CHAMPION = {"abs_rel": 0.200, "rmse": 1.00, "d1": 0.70}
 

@@ -12,13 +12,13 @@ import pytest
 import ray
 import webdataset as wds
 
-from kdplatform import atomic
-from kdplatform.config.schema import TeacherConfig
-from kdplatform.data import images
-from kdplatform.data.shards import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
-from kdplatform.pseudolabel import PseudoLabelReport, label_shards
-from models.serialization import save_model
-from models.zoo import build_teacher
+from depthkd import atomic
+from depthkd.config.schema import TeacherConfig
+from depthkd.data import images
+from depthkd.data.shards import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
+from depthkd.models.serialization import save_model
+from depthkd.models.zoo import build_teacher
+from depthkd.pseudolabel import PseudoLabelReport, label_shards
 
 MAX_DEPTH = 10.0
 SPLIT = "unlabeled"

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from kdplatform.cli.main import main
-from kdplatform.data import images
-from kdplatform.data.shards import (
+from depthkd.cli.main import main
+from depthkd.data import images
+from depthkd.data.shards import (
     MANIFEST,
     decode_sample_files,
     read_manifest,
@@ -20,10 +20,10 @@ from kdplatform.data.shards import (
     shard_paths,
     verify_shards,
 )
-from kdplatform.errors import DataError
-from kdplatform.pseudolabel import label_shards
-from kdplatform.pseudolabel.labeler import resize_rgb
-from models.serialization import load_model
+from depthkd.errors import DataError
+from depthkd.models.serialization import load_model
+from depthkd.pseudolabel import label_shards
+from depthkd.pseudolabel.labeler import resize_rgb
 from tests.pseudolabel.conftest import (
     LABEL_SIZE,
     MAX_DEPTH,

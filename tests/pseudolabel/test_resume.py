@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 import ray
 
-from kdplatform.data.shards import MANIFEST, read_tar, shard_paths, verify_shards
-from kdplatform.errors import DataError
-from kdplatform.pseudolabel import label_shards
-from kdplatform.pseudolabel.format import PROGRESS_FILE
+from depthkd.data.shards import MANIFEST, read_tar, shard_paths, verify_shards
+from depthkd.errors import DataError
+from depthkd.pseudolabel import label_shards
+from depthkd.pseudolabel.format import PROGRESS_FILE
 from tests.local_cluster import REPO_ROOT
 from tests.pseudolabel.conftest import SPLIT, save_teacher, write_rgb_shards
 
@@ -34,7 +34,7 @@ KILLED_PASS = """
 import sys, time
 from pathlib import Path
 import ray
-from kdplatform.pseudolabel import label_shards
+from depthkd.pseudolabel import label_shards
 
 teacher, source, out, marker, address = sys.argv[1:6]
 

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from kdplatform.config.schema import StudentConfig, TeacherConfig
-from kdplatform.data import images
-from kdplatform.data.shards import decode_sample_files
-from kdplatform.errors import DataError
-from kdplatform.pseudolabel.format import depth_scale_for, quantise_confidence, quantise_depth
-from kdplatform.pseudolabel.labeler import label_batch, output_sample
-from kdplatform.pseudolabel.teacher import teacher_maps
-from models.zoo import build_acclimated_teacher, build_cross_distill
+from depthkd.config.schema import StudentConfig, TeacherConfig
+from depthkd.data import images
+from depthkd.data.shards import decode_sample_files
+from depthkd.errors import DataError
+from depthkd.models.zoo import build_acclimated_teacher, build_cross_distill
+from depthkd.pseudolabel.format import depth_scale_for, quantise_confidence, quantise_depth
+from depthkd.pseudolabel.labeler import label_batch, output_sample
+from depthkd.pseudolabel.teacher import teacher_maps
 
 STUDENT = StudentConfig(name="mobilenetv2_050", decoder_channels=(16, 24, 32, 48))
 TEACHER = TeacherConfig(name="swin_micro")

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import torch
 
-from kdplatform.config.schema import TeacherConfig
-from kdplatform.data.shards import sha256_file
-from kdplatform.pseudolabel.teacher import resolve_teacher
-from kdplatform.tracking.model_registry import log_depth_model, register_model
-from kdplatform.tracking.runs import open_job_run
-from models.serialization import save_model
-from models.zoo import build_teacher
+from depthkd.config.schema import TeacherConfig
+from depthkd.data.shards import sha256_file
+from depthkd.models.serialization import save_model
+from depthkd.models.zoo import build_teacher
+from depthkd.pseudolabel.teacher import resolve_teacher
+from depthkd.tracking.model_registry import log_depth_model, register_model
+from depthkd.tracking.runs import open_job_run
 from tests.pseudolabel.conftest import MAX_DEPTH
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import mlflow
 import pytest
 
-from kdplatform.data.shards import manifest_fingerprint, read_manifest
-from kdplatform.tracking.datasets import log_dataset_input, log_pseudo_label_run
-from kdplatform.tracking.runs import open_job_run
-from kdplatform.tracking.store import tracking_uri
+from depthkd.data.shards import manifest_fingerprint, read_manifest
+from depthkd.tracking.datasets import log_dataset_input, log_pseudo_label_run
+from depthkd.tracking.runs import open_job_run
+from depthkd.tracking.store import tracking_uri
 from tests.pseudolabel.conftest import Labelled
 
 pytestmark = pytest.mark.ray  # the labelled set comes from a Ray pass

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from kdplatform.data.shards import verify_shards
-from kdplatform.devcluster.ray_nodes import AUTH_MODE, ray_env, ray_head, ray_worker_node
+from depthkd.data.shards import verify_shards
+from depthkd.devcluster.ray_nodes import AUTH_MODE, ray_env, ray_head, ray_worker_node
 from tests.local_cluster import REPO_ROOT
 from tests.pseudolabel.conftest import save_teacher, write_rgb_shards
 from tests.services import required
@@ -28,7 +28,7 @@ DRIVER = """
 import json, sys
 from pathlib import Path
 import ray
-from kdplatform.pseudolabel import label_shards
+from depthkd.pseudolabel import label_shards
 
 teacher, source, out, address = sys.argv[1:5]
 ray.init(address=address, log_to_driver=False)

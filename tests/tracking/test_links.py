@@ -3,8 +3,8 @@ opens the run itself there, while the experiment page and the UI root open on Ge
 
 from __future__ import annotations
 
-from kdplatform.tracking.links import run_page_lines
-from kdplatform.tracking.runs import JobRun
+from depthkd.tracking.links import run_page_lines
+from depthkd.tracking.runs import JobRun
 
 
 def test_local_store_prints_the_ui_command_and_the_run_page() -> None:

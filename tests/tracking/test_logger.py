@@ -13,9 +13,9 @@ import torch
 from mlflow import MlflowClient
 from PIL import Image
 
-from kdplatform.errors import ConfigError
-from kdplatform.tracking.logger import RunLogger
-from kdplatform.tracking.runs import JobRun, open_job_run
+from depthkd.errors import ConfigError
+from depthkd.tracking.logger import RunLogger
+from depthkd.tracking.runs import JobRun, open_job_run
 
 
 @pytest.fixture

@@ -14,19 +14,19 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from kdplatform.config.schema import StudentConfig
-from kdplatform.errors import CheckpointError, RegistryError
-from kdplatform.tracking.logger import RunLogger
-from kdplatform.tracking.model_registry import (
+from depthkd.config.schema import StudentConfig
+from depthkd.errors import CheckpointError, RegistryError
+from depthkd.models.depth_model import DepthModel
+from depthkd.models.serialization import load_model, save_model
+from depthkd.models.zoo import build_student
+from depthkd.tracking.logger import RunLogger
+from depthkd.tracking.model_registry import (
     load_registered_model,
     log_depth_model,
     register_model,
     resolve_model_reference,
 )
-from kdplatform.tracking.runs import JobRun, open_job_run
-from models.depth_model import DepthModel
-from models.serialization import load_model, save_model
-from models.zoo import build_student
+from depthkd.tracking.runs import JobRun, open_job_run
 
 STUDENT = "depthkd-student"
 H, W = 40, 56  # not a multiple of the encoder stride: the model pads and crops
@@ -166,7 +166,7 @@ def test_pyfunc_loads_in_a_fresh_process_from_its_own_code(
         "import json, sys, numpy as np, mlflow.pyfunc\n"
         f"m = mlflow.pyfunc.load_model('models:/{STUDENT}@challenger')\n"
         f"np.save('depth.npy', m.predict(np.load({str(tmp_path / 'image.npy')!r})))\n"
-        "print(json.dumps(sys.modules['kdplatform.tracking.model_registry'].__file__))\n"
+        "print(json.dumps(sys.modules['depthkd.tracking.model_registry'].__file__))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", script],

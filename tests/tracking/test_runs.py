@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from kdplatform.errors import ConfigError
-from kdplatform.tracking.runs import JOB_ID_TAG, JobRun, finish_job_run, open_job_run
+from depthkd.errors import ConfigError
+from depthkd.tracking.runs import JOB_ID_TAG, JobRun, finish_job_run, open_job_run
 
 
 def test_same_job_id_reuses_the_run_and_another_id_gets_a_new_one(home: Path) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from kdplatform.errors import ConfigError
-from kdplatform.tracking.store import artifact_root, ensure_experiment, tracking_uri
+from depthkd.errors import ConfigError
+from depthkd.tracking.store import artifact_root, ensure_experiment, tracking_uri
 
 
 def test_default_store_is_absolute_sqlite_under_home(home: Path) -> None:

@@ -49,7 +49,7 @@ def test_server_allows_named_hosts_and_hides_the_password(tmp_path: Path) -> Non
         backend = pg.sqlalchemy_uri.replace("depthkd@", f"depthkd:{PASSWORD}@")
         port = services.free_port()
         log = tmp_path / "server.log"
-        command = [sys.executable, "-m", "kdplatform.cli.main", "tracking-server"]
+        command = [sys.executable, "-m", "depthkd.cli.main", "tracking-server"]
         command += ["--port", str(port), "--artifacts-destination", str(tmp_path / "artifacts")]
         process = services.spawn(
             [*command, "--allowed-hosts", SERVICE_NAME],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kdplatform.config.schema import ExperimentConfig
+from depthkd.config.schema import ExperimentConfig
 
 
 def tiny_config(home: Path, **sections: dict) -> ExperimentConfig:

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdplatform.train.profile import DataProfile
-from kdplatform.train.stages import STAGES
-from models.kinds import ModelKind
-from models.losses import attentive_kd_loss
-from models.serialization import load_model, save_model
-from models.zoo import build_acclimated_teacher
+from depthkd.models.kinds import ModelKind
+from depthkd.models.losses import attentive_kd_loss
+from depthkd.models.serialization import load_model, save_model
+from depthkd.models.zoo import build_acclimated_teacher
+from depthkd.train.profile import DataProfile
+from depthkd.train.stages import STAGES
 from tests.train.helpers import tiny_config
 
 PROFILE = DataProfile(family="nyu", max_depth=10.0, loss_min_depth=0.1, protocol="nyu-eigen")

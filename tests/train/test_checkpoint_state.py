@@ -11,14 +11,14 @@ import pytest
 import ray.train.torch
 import torch
 
-from kdplatform.config.schema import TrainConfig
-from kdplatform.train.checkpoint import (
+from depthkd.config.schema import TrainConfig
+from depthkd.train.checkpoint import (
     load_training_state,
     rng_state,
     save_training_state,
     set_rng_state,
 )
-from kdplatform.train.strategy import DDPStrategy
+from depthkd.train.strategy import DDPStrategy
 
 
 def _draws() -> tuple:

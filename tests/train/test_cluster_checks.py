@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kdplatform.errors import ConfigError
-from kdplatform.train.launcher import check_cluster
+from depthkd.errors import ConfigError
+from depthkd.train.launcher import check_cluster
 from tests.train.helpers import tiny_config
 
 pytestmark = pytest.mark.ray

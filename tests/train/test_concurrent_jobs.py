@@ -29,7 +29,7 @@ def test_two_jobs_started_together_on_a_fresh_home_both_finish(tmp_path) -> None
     # two jobs of their own and the very same job twice, all started at once
     for name, job in (("first", "first"), ("second", "second"), ("again", "second")):
         log = (tmp_path / f"{name}.log").open("w")
-        command = [sys.executable, "-m", "kdplatform.cli.main", "supervised", "--config"]
+        command = [sys.executable, "-m", "depthkd.cli.main", "supervised", "--config"]
         # train.workers=0: the stage runs in the driver, where the locks are taken
         command += [str(REPO / "configs" / "tiny.yaml"), f"name={job}", "train.workers=0"]
         command += ["--quiet"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kdplatform.data.sources.synthetic import write_synthetic
+from depthkd.data.sources.synthetic import write_synthetic
 from tests.conftest import prepare
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.multiproc]
@@ -44,7 +44,7 @@ def _shards(tmp_path: Path) -> Path:
 def test_a_job_shows_progress_and_events_once_and_logs_everything(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     env |= {"DEPTHKD_HOME": str(tmp_path), "RAY_USAGE_STATS_ENABLED": "0"}
-    command = [sys.executable, "-m", "kdplatform.cli.main", "supervised"]
+    command = [sys.executable, "-m", "depthkd.cli.main", "supervised"]
     command += ["--config", str(REPO / "configs" / "tiny.yaml"), "name=console"]
     command += [f"data.shards={_shards(tmp_path)}"]
     command += ["train.eval_every=2", "tracking.register_models=false"]

@@ -14,11 +14,11 @@ import mlflow
 import pytest
 import torch
 
-from kdplatform.errors import ConfigError
-from kdplatform.train.checkpoint import load_training_state
-from kdplatform.train.jobs import prepare_job, run_job
-from kdplatform.train.strategy import DEEPSPEED_DIR, check_strategy, deepspeed_config
-from models.serialization import load_model
+from depthkd.errors import ConfigError
+from depthkd.models.serialization import load_model
+from depthkd.train.checkpoint import load_training_state
+from depthkd.train.jobs import prepare_job, run_job
+from depthkd.train.strategy import DEEPSPEED_DIR, check_strategy, deepspeed_config
 from tests.train.helpers import tiny_config
 
 DEEPSPEED = {"workers": 2, "cpus_per_worker": 1, "strategy": "deepspeed", "zero_stage": 2}

@@ -12,14 +12,14 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from kdplatform.config.schema import ExperimentConfig
-from kdplatform.errors import ConfigError
-from kdplatform.train.jobs import job_stages, prepare_job, run_job
-from kdplatform.train.profile import DataProfile
-from kdplatform.train.stages import STAGES, frozen_ghost_part
-from models.kinds import ModelKind
-from models.serialization import load_model, save_model
-from models.zoo import build_student, build_teacher
+from depthkd.config.schema import ExperimentConfig
+from depthkd.errors import ConfigError
+from depthkd.models.kinds import ModelKind
+from depthkd.models.serialization import load_model, save_model
+from depthkd.models.zoo import build_student, build_teacher
+from depthkd.train.jobs import job_stages, prepare_job, run_job
+from depthkd.train.profile import DataProfile
+from depthkd.train.stages import STAGES, frozen_ghost_part
 from tests.train.helpers import tiny_config
 
 PROFILE = DataProfile(family="nyu", max_depth=10.0, loss_min_depth=0.1, protocol="nyu-eigen")

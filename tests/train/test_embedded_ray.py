@@ -22,7 +22,7 @@ PROBE = """
 import json, os
 import ray
 from ray.util.state import list_actors
-from kdplatform.raycluster import ensure_ray
+from depthkd.raycluster import ensure_ray
 
 label = ensure_ray(log_to_driver=False)
 

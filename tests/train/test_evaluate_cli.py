@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kdplatform.cli.main import main
-from models.serialization import save_model
-from models.zoo import build_student
+from depthkd.cli.main import main
+from depthkd.models.serialization import save_model
+from depthkd.models.zoo import build_student
 from tests.train.helpers import tiny_config
 
 

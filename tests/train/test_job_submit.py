@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from kdplatform.config.loader import load_config
+from depthkd.config.loader import load_config
 from tests.bundled_cache import BundledCache
 from tests.local_cluster import AUTH_MODE, RAY, REPO_ROOT, VENV_BIN, LocalRayCluster
 

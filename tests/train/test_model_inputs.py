@@ -10,12 +10,12 @@ import pytest
 import ray
 import torch
 
-from kdplatform.errors import CheckpointError, ConfigError
-from kdplatform.train.jobs import prepare_job
-from models.kinds import ModelKind
-from models.serialization import load_model, save_model
-from models.teacher_weights import rename_keys
-from models.zoo import build_acclimated_teacher, build_student, build_teacher
+from depthkd.errors import CheckpointError, ConfigError
+from depthkd.models.kinds import ModelKind
+from depthkd.models.serialization import load_model, save_model
+from depthkd.models.teacher_weights import rename_keys
+from depthkd.models.zoo import build_acclimated_teacher, build_student, build_teacher
+from depthkd.train.jobs import prepare_job
 from tests.train.helpers import tiny_config
 
 DISDEPTH = {"pretrain_teacher": True, "ghost": "copy"}

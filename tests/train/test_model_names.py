@@ -8,7 +8,7 @@ from pathlib import Path
 def test_an_unknown_student_fails_before_ray_starts(tmp_path: Path, monkeypatch, capsys) -> None:
     import ray
 
-    from kdplatform.cli.main import main
+    from depthkd.cli.main import main
 
     monkeypatch.setenv("DEPTHKD_HOME", str(tmp_path))
     assert not ray.is_initialized()

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdplatform.config.loader import load_config
-from kdplatform.config.schema import LOSS_TERMS
-from kdplatform.errors import ConfigError
-from kdplatform.train.profile import DataProfile
-from kdplatform.train.stages import STAGES
-from models.serialization import save_model
-from models.zoo import build_acclimated_teacher
+from depthkd.config.loader import load_config
+from depthkd.config.schema import LOSS_TERMS
+from depthkd.errors import ConfigError
+from depthkd.models.serialization import save_model
+from depthkd.models.zoo import build_acclimated_teacher
+from depthkd.train.profile import DataProfile
+from depthkd.train.stages import STAGES
 from tests.train.helpers import tiny_config
 
 PROFILE = DataProfile(family="nyu", max_depth=10.0, loss_min_depth=0.1, protocol="nyu-eigen")

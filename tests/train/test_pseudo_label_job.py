@@ -7,12 +7,12 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from kdplatform.config.schema import ExperimentConfig
-from kdplatform.data.shards import manifest_fingerprint, read_manifest, sha256_file
-from kdplatform.train.jobs import job_stages, prepare_job, run_job
-from kdplatform.train.stages import distill_step
-from kdplatform.train.unlabeled import PSEUDO_LABEL_DIR
-from models.zoo import build_student
+from depthkd.config.schema import ExperimentConfig
+from depthkd.data.shards import manifest_fingerprint, read_manifest, sha256_file
+from depthkd.models.zoo import build_student
+from depthkd.train.jobs import job_stages, prepare_job, run_job
+from depthkd.train.stages import distill_step
+from depthkd.train.unlabeled import PSEUDO_LABEL_DIR
 from tests.train.helpers import tiny_config
 
 PSEUDO = {
@@ -130,9 +130,9 @@ def test_cross_distill_job_mixes_in_its_unlabeled_frames_unlabelled(home, embedd
 
 
 def test_a_stage_that_mixes_in_frames_it_was_not_given_fails_on_the_driver(tmp_path) -> None:
-    from kdplatform.errors import ConfigError
-    from kdplatform.train.launcher import run_stage
-    from kdplatform.train.profile import DataProfile
+    from depthkd.errors import ConfigError
+    from depthkd.train.launcher import run_stage
+    from depthkd.train.profile import DataProfile
 
     cfg = _pseudo_config(tmp_path)
     profile = DataProfile(family="nyu", max_depth=10.0, loss_min_depth=0.1, protocol="nyu-eigen")

@@ -11,9 +11,9 @@ import mlflow
 import pytest
 from ray.train import UserCallback
 
-from kdplatform.train.jobs import prepare_job, run_job
-from kdplatform.train.launcher import run_stage
-from models.serialization import load_model
+from depthkd.models.serialization import load_model
+from depthkd.train.jobs import prepare_job, run_job
+from depthkd.train.launcher import run_stage
 from tests.train.helpers import tiny_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

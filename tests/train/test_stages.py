@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdplatform.config.schema import ExperimentConfig
-from kdplatform.errors import ConfigError
-from kdplatform.train.profile import DataProfile
-from kdplatform.train.schedule import lr_factor
-from kdplatform.train.stages import STAGES
-from models.serialization import save_model
-from models.zoo import build_acclimated_teacher
+from depthkd.config.schema import ExperimentConfig
+from depthkd.errors import ConfigError
+from depthkd.models.serialization import save_model
+from depthkd.models.zoo import build_acclimated_teacher
+from depthkd.train.profile import DataProfile
+from depthkd.train.schedule import lr_factor
+from depthkd.train.stages import STAGES
 from tests.train.helpers import tiny_config
 
 PROFILE = DataProfile(family="nyu", max_depth=10.0, loss_min_depth=0.1, protocol="nyu-eigen")
@@ -95,7 +95,7 @@ def test_poly_schedule_with_warmup(cfg) -> None:
 
 
 def test_bad_stage_and_missing_teacher_fail_before_any_worker(tmp_path, monkeypatch) -> None:
-    from kdplatform.train.jobs import prepare_job
+    from depthkd.train.jobs import prepare_job
 
     monkeypatch.setenv("DEPTHKD_HOME", str(tmp_path))
     cfg = tiny_config(tmp_path, data={"shards": str(tmp_path / "no-shards")})

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from kdplatform.errors import ConfigError
-from tune.plots import (
+from depthkd.errors import ConfigError
+from depthkd.tune.plots import (
     TrialRecord,
     asha_rungs,
     pareto_front,

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from ray import tune as ray_tune
 
-from kdplatform.errors import ConfigError
-from tune.space import param_space, rounds_per_trial, scheduler
-from tune.sweep import base_experiment, load_sweep
-from tune.teachers import needs_acclimated_teacher
+from depthkd.errors import ConfigError
+from depthkd.tune.space import param_space, rounds_per_trial, scheduler
+from depthkd.tune.sweep import base_experiment, load_sweep
+from depthkd.tune.teachers import needs_acclimated_teacher
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny.yaml"
@@ -131,7 +131,7 @@ def test_a_cross_distillation_sweep_searches_the_uncertainty_temperature(tmp_pat
 
 
 def test_a_rerun_with_other_settings_is_refused(tmp_path, monkeypatch) -> None:
-    from tune.sweep import check_identity
+    from depthkd.tune.sweep import check_identity
 
     monkeypatch.setenv("DEPTHKD_HOME", str(tmp_path / "home"))
     spec = load_sweep(_sweep(tmp_path, SPACE))
@@ -182,7 +182,7 @@ def test_a_sweep_acclimates_a_teacher_only_when_a_trial_can_run_it_online(
 
 
 def test_a_sweep_labels_with_the_teacher_a_job_would_use(tmp_path) -> None:
-    from tune.teachers import SweepTeacher, labelling_teacher
+    from depthkd.tune.teachers import SweepTeacher, labelling_teacher
 
     path = tmp_path / "sweep.yaml"
     path.write_text(f"name: s\nbase:\n  config: {TINY}\n{PSEUDO_ONLY}{SPACE}")

@@ -28,11 +28,11 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from kdplatform.config.loader import load_config
-from kdplatform.tracking.runs import JOB_ID_TAG, PARENT_RUN_TAG
+from depthkd.config.loader import load_config
+from depthkd.tracking.runs import JOB_ID_TAG, PARENT_RUN_TAG
+from depthkd.tune.sweep import base_experiment, load_sweep
 from tests.bundled_cache import BundledCache
 from tests.conftest import seed_store
-from tune.sweep import base_experiment, load_sweep
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.multiproc]
 
@@ -57,7 +57,7 @@ def _start(home: Path, log: Path) -> subprocess.Popen:
     env |= {"DEPTHKD_HOME": str(home), "PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     with log.open("w") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "kdplatform.cli.main", "sweep", "--config", str(SWEEP)],
+            [sys.executable, "-m", "depthkd.cli.main", "sweep", "--config", str(SWEEP)],
             cwd=REPO,
             env=env,
             stdout=out,

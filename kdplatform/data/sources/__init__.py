@@ -10,17 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from kdplatform.config.schema import PrepareConfig
-from kdplatform.data.sources.base import Source
-from kdplatform.data.sources.folder import FolderSource
-from kdplatform.data.sources.images import ImagesSource
-from kdplatform.data.sources.kitti import KittiSource
-from kdplatform.data.sources.kitti_raw import KittiRawSource
-from kdplatform.data.sources.nyu import NyuSyncSource
-from kdplatform.data.sources.nyu_mat import NyuMatSource
-from kdplatform.data.sources.video import DEFAULT_EVERY, VideoSource
-from kdplatform.errors import ConfigError
-from kdplatform.registry import Registry
+from depthkd.config.schema import PrepareConfig
+from depthkd.data.sources.base import Source
+from depthkd.data.sources.folder import FolderSource
+from depthkd.data.sources.images import ImagesSource
+from depthkd.data.sources.kitti import KittiSource
+from depthkd.data.sources.kitti_raw import KittiRawSource
+from depthkd.data.sources.nyu import NyuSyncSource
+from depthkd.data.sources.nyu_mat import NyuMatSource
+from depthkd.data.sources.video import DEFAULT_EVERY, VideoSource
+from depthkd.errors import ConfigError
+from depthkd.registry import Registry
 
 DATASETS: Registry[Callable[[PrepareConfig], Source]] = Registry("dataset")
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdplatform.data import images
-from kdplatform.errors import DataError
+from depthkd.data import images
+from depthkd.errors import DataError
 
 # One shard sample: {"__key__", "rgb.png"|"rgb.jpg", optional "depth.png", "meta.json"} → bytes
 EncodedSample = dict[str, Any]

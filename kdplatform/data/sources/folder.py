@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kdplatform.data.sources.base import (
+from depthkd.data.sources.base import (
     RawSample,
     Source,
     SplitLine,
@@ -19,7 +19,7 @@ from kdplatform.data.sources.base import (
     parse_focal,
     read_split_file,
 )
-from kdplatform.errors import DataError
+from depthkd.errors import DataError
 
 RGB_SUFFIXES = (".png", ".jpg", ".jpeg")
 

@@ -14,8 +14,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from kdplatform.data.sources.base import RawSample, Source
-from kdplatform.errors import DataError
+from depthkd.data.sources.base import RawSample, Source
+from depthkd.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _GLOB_CHARS = frozenset("*?[")

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kdplatform.data.constants import KITTI_DEPTH_SCALE
-from kdplatform.data.sources.base import (
+from depthkd.data.constants import KITTI_DEPTH_SCALE
+from depthkd.data.sources.base import (
     RawSample,
     Source,
     SplitLine,
@@ -22,7 +22,7 @@ from kdplatform.data.sources.base import (
     parse_focal,
     read_split_file,
 )
-from kdplatform.errors import DataError
+from depthkd.errors import DataError
 
 LEFT_CAMERA = "image_02"
 

@@ -17,11 +17,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from kdplatform.data.constants import KITTI_DEPTH_SCALE, KITTI_FOCAL
-from kdplatform.data.sources.base import RawSample, Source, SplitLine, read_split_file
-from kdplatform.data.sources.images import listing_sha256
-from kdplatform.data.sources.kitti import LEFT_CAMERA, kitti_key
-from kdplatform.errors import DataError
+from depthkd.data.constants import KITTI_DEPTH_SCALE, KITTI_FOCAL
+from depthkd.data.sources.base import RawSample, Source, SplitLine, read_split_file
+from depthkd.data.sources.images import listing_sha256
+from depthkd.data.sources.kitti import LEFT_CAMERA, kitti_key
+from depthkd.errors import DataError
 
 RIGHT_CAMERA = "image_03"
 _MONODEPTH_SIDES = {"l": LEFT_CAMERA, "r": RIGHT_CAMERA}

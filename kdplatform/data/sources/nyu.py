@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kdplatform.data.constants import NYU_DEPTH_SCALE, NYU_FOCAL
-from kdplatform.data.sources.base import (
+from depthkd.data.constants import NYU_DEPTH_SCALE, NYU_FOCAL
+from depthkd.data.sources.base import (
     RawSample,
     Source,
     SplitLine,

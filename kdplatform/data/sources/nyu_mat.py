@@ -16,10 +16,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from kdplatform.data import images
-from kdplatform.data.constants import NYU_DEPTH_SCALE, NYU_FOCAL
-from kdplatform.data.sources.base import EncodedSample, RawSample, Source
-from kdplatform.errors import DataError
+from depthkd.data import images
+from depthkd.data.constants import NYU_DEPTH_SCALE, NYU_FOCAL
+from depthkd.data.sources.base import EncodedSample, RawSample, Source
+from depthkd.errors import DataError
 
 DepthField = Literal["rawDepths", "depths"]
 _SPLIT_KEYS = {"train": "trainNdxs", "test": "testNdxs"}

@@ -1,5 +1,5 @@
 """Procedural RGB-D scenes, ray cast: the renderer behind the bundled synthetic data sets
-(`kdplatform.data.sources.synthetic` writes them in the KITTI and NYU layouts).
+(`depthkd.data.sources.synthetic` writes them in the KITTI and NYU layouts).
 
 The scenes are meant to be learnable, not just well-formed: every frame is ray cast through a
 pinhole camera at a known height, so depth carries the monocular cues a CNN uses on real data:
@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from kdplatform.data.constants import (
+from depthkd.data.constants import (
     KITTI_DEPTH_SCALE,
     KITTI_FOCAL,
     KITTI_MAX_DEPTH,
@@ -30,7 +30,7 @@ from kdplatform.data.constants import (
     NYU_MAX_DEPTH,
     NYU_SIZE,
 )
-from kdplatform.errors import ConfigError
+from depthkd.errors import ConfigError
 
 Layout = Literal["kitti", "nyu"]
 

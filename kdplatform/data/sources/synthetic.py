@@ -3,7 +3,7 @@
 The generator stands in for the real datasets wherever they are unavailable (tests, CI, smoke
 runs, benchmarks): it writes the same directory layouts, depth encodings and split files as the
 BTS-style KITTI (raw + annotated depth) and NYU ("sync") releases, so every reader downstream is
-exercised unchanged. The frames come from the ray caster in `kdplatform.data.sources.render`.
+exercised unchanged. The frames come from the ray caster in `depthkd.data.sources.render`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from kdplatform.data.sources.render import (
+from depthkd.data.sources.render import (
     NATIVE,
     Layout,
     check_layout,
@@ -30,7 +30,7 @@ from kdplatform.data.sources.render import (
     is_int,
     render_scene,
 )
-from kdplatform.errors import ConfigError
+from depthkd.errors import ConfigError
 
 KITTI_DATE = "2011_09_26"
 FRAMES_PER_DRIVE = 50

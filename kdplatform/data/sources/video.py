@@ -26,10 +26,10 @@ from typing import Any
 import av
 import numpy as np
 
-from kdplatform.data import images
-from kdplatform.data.sources.base import EncodedSample, RawSample, Source
-from kdplatform.data.sources.images import image_key, is_pattern, listing_sha256, pattern_base
-from kdplatform.errors import DataError
+from depthkd.data import images
+from depthkd.data.sources.base import EncodedSample, RawSample, Source
+from depthkd.data.sources.images import image_key, is_pattern, listing_sha256, pattern_base
+from depthkd.errors import DataError
 
 DEFAULT_EVERY = 10  # consecutive frames are near-duplicates: every 10th of 30 fps is 3 per second
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts")

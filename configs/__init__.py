@@ -1,0 +1,1 @@
+"""The shipped configs, importable as `depthkd.configs` so an installed package carries them."""
