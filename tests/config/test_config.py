@@ -119,6 +119,8 @@ def test_cutflip_range_must_be_fractions():
 def test_relative_shard_dir_is_resolved_on_the_driver(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert load_config(None, ["data.shards=shards"]).data.shards == tmp_path / "shards"
+
+
 def test_a_model_file_beside_the_config_file_is_found_from_any_directory(tmp_path, monkeypatch):
     """A shipped or copied config names its own files relative to itself; overrides and names
     that are no file beside it keep their meaning."""
