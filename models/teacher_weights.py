@@ -63,7 +63,7 @@ def load_external_teacher(path: Path, cfg: TeacherConfig, *, max_depth: float) -
         raise CheckpointError(
             f"state dict {path} does not fit teacher {cfg.name!r}: " + "; ".join(problems),
             hint="map the file's key prefixes onto backbone. / decoder. / head. with "
-            "model.teacher.key_map (README: external teachers)",
+            "model.teacher.key_map (docs/training.md: the teacher)",
         )
     model.load_state_dict(state)
     return model.eval()

@@ -1,5 +1,5 @@
 """`depthkd sweep --config configs/sweep_demo.yaml [key=value ...]`: a Ray Tune sweep of
-distillation settings that selects on val (see `tune/sweep.py` and the README's "Sweeps")."""
+distillation settings that selects on val (see `tune/sweep.py` and docs/sweeps.md)."""
 
 from __future__ import annotations
 

@@ -275,7 +275,7 @@ class TeacherConfig(StrictModel):
 
     `checkpoint` starts it from a full depth teacher (encoder, decoder and head): a model file
     exported by depthkd (`depthkd teacher`), a registered one (`depthkd-teacher@pretrained`), a
-    run id, or an external state dict whose keys `key_map` renames onto ours (README).
+    run id, or an external state dict whose keys `key_map` renames onto ours (docs/training.md).
     """
 
     name: str = "swin_tiny"
