@@ -37,8 +37,9 @@ from depthkd.tracking.datasets import log_dataset_input
 from depthkd.tracking.logger import RunLogger
 from depthkd.tracking.runs import finish_job_run, open_job_run
 from depthkd.tracking.store import tracking_uri
+from depthkd.train.finished import finished_result, record_finished
 from depthkd.train.job_context import JobContext
-from depthkd.train.launcher import check_cluster, run_stage
+from depthkd.train.launcher import StageResult, check_cluster, run_stage
 from depthkd.train.model_inputs import resolve_inputs
 from depthkd.train.profile import data_profile
 from depthkd.train.registration import register_stage
@@ -169,27 +170,13 @@ def _run_job(ctx: JobContext, *, log: Log, progress: StageProgress | None) -> Jo
                 role: available[kind] for role, kind in spec.consumes.items() if kind in available
             }
             _check_same_inputs(ctx, stage, inputs)
-            unlabeled = None
-            if mixes_unlabeled(cfg, stage):
-                teacher = available.get(ModelKind.ACCLIMATED_TEACHER) or available.get(
-                    ModelKind.TEACHER
-                )
-                unlabeled = unlabeled_frames(
-                    cfg, stage, ctx.shards, teacher=teacher, out_dir=ctx.out_dir, log=log
-                )
-                log_dataset_input(ctx.run.run_id, unlabeled, uri=ctx.run.tracking_uri)
-            with progress.stage(stage) if progress else contextlib.nullcontext() as channel:
-                result = run_stage(
-                    cfg,
-                    stage,
-                    shards=ctx.shards,
-                    profile=ctx.profile,
-                    run=ctx.run,
-                    inputs=inputs,
-                    out_dir=ctx.out_dir / stage,
-                    progress=channel,
-                    unlabeled=unlabeled,
-                )
+            steps = spec.config(cfg).steps
+            result = finished_result(ctx.out_dir / stage, stage, steps)
+            if result is None:
+                result = _run_stage(ctx, stage, inputs, available, log=log, progress=progress)
+                record_finished(ctx.out_dir / stage, result, steps)
+            else:
+                log(f"[{stage}] finished before (step {steps}): taken from {ctx.out_dir / stage}")
             ctx.results[stage] = result
             available |= {spec.produces[role]: path for role, path in result.exports.items()}
             if ctx.has_test_split and result.exports:
@@ -201,6 +188,38 @@ def _run_job(ctx: JobContext, *, log: Log, progress: StageProgress | None) -> Jo
         finish_job_run(ctx.run, status=status)
     log(f"done in {time.perf_counter() - started:.0f} s")
     return ctx
+
+
+def _run_stage(
+    ctx: JobContext,
+    stage: str,
+    inputs: dict[str, Path],
+    available: dict[ModelKind, Path],
+    *,
+    log: Log,
+    progress: StageProgress | None,
+) -> StageResult:
+    """Runs (or resumes) `stage` on Ray Train, first labelling the frames it mixes in."""
+    cfg = ctx.cfg
+    unlabeled = None
+    if mixes_unlabeled(cfg, stage):
+        teacher = available.get(ModelKind.ACCLIMATED_TEACHER) or available.get(ModelKind.TEACHER)
+        unlabeled = unlabeled_frames(
+            cfg, stage, ctx.shards, teacher=teacher, out_dir=ctx.out_dir, log=log
+        )
+        log_dataset_input(ctx.run.run_id, unlabeled, uri=ctx.run.tracking_uri)
+    with progress.stage(stage) if progress else contextlib.nullcontext() as channel:
+        return run_stage(
+            cfg,
+            stage,
+            shards=ctx.shards,
+            profile=ctx.profile,
+            run=ctx.run,
+            inputs=inputs,
+            out_dir=ctx.out_dir / stage,
+            progress=channel,
+            unlabeled=unlabeled,
+        )
 
 
 INPUTS_FILE = "inputs.json"  # per stage: sha256 of each input model it started from

@@ -170,8 +170,13 @@ def test_disdepth_job_trains_teacher_and_student_first_and_resumes_with_the_ghos
 
     # the same job id, two more acclimation steps: resumes at step 2, the ghost still fixed
     longer = cfg.model_copy(update={"acclimate": cfg.acclimate.model_copy(update={"steps": 4})})
-    again = run_job(prepare_job(longer, "acclimate", progress=False), log=lambda *_: None)
+    lines: list[str] = []
+    again = run_job(prepare_job(longer, "acclimate", progress=False), log=lines.append)
     assert again.results["acclimate"].metrics["step"] == 4
+    # the finished stages are taken from their folders, no workers started for them
+    skipped = [s.split("]")[0] for s in lines if " finished before (step " in s]
+    assert skipped == ["[teacher", "[supervised"]
+    assert again.results["supervised"].exports == ctx.results["supervised"].exports
     resumed = load_model(
         again.results["acclimate"].exports["teacher"], expect=ModelKind.ACCLIMATED_TEACHER
     )
