@@ -7,10 +7,11 @@ STAMP := $(VENV)/.depthkd-installed
 
 .PHONY: install demo test test-fast lint bench multinode clean
 
-$(STAMP): pyproject.toml
+# constraints.txt is the lock the images install from too: two installs get the same versions
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -c constraints.txt --upgrade pip
+	$(PY) -m pip install -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -8,7 +8,9 @@ an error; here `additionalProperties: false` does the same wherever the schema d
 (`x-kubernetes-validations`) are not evaluated.
 
 The CRDs are not part of this repository (nothing from fetched repositories is committed): they
-are read from `$DEPTHKD_KUBERAY_CRDS`, else from `../shared/kuberay-crds/` beside the checkout.
+are read from `$DEPTHKD_KUBERAY_CRDS` when it names a folder holding both files, else from
+`../shared/kuberay-crds/` beside the checkout (where the dev machines and CI have them); the
+schema tests skip, saying why, only where neither holds them.
 """
 
 from __future__ import annotations
@@ -27,11 +29,29 @@ CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.
 API_VERSION = "ray.io/v1"
 
 
+def _candidates() -> list[Path]:
+    value = os.environ.get(CRD_ENV)
+    return [*([Path(value)] if value else []), SHARED_CRDS]
+
+
 def crd_dir() -> Path | None:
-    """Where the CRD files are: `$DEPTHKD_KUBERAY_CRDS`, else ../shared/kuberay-crds, else None."""
-    if value := os.environ.get(CRD_ENV):
-        return Path(value)
-    return SHARED_CRDS if SHARED_CRDS.is_dir() else None
+    """The first of `$DEPTHKD_KUBERAY_CRDS` and ../shared/kuberay-crds that holds both CRD files,
+    else None."""
+    for directory in _candidates():
+        if all((directory / name).is_file() for name in CRD_FILES.values()):
+            return directory
+    return None
+
+
+def missing_reason() -> str:
+    """Why the CRD-schema tests skip: the folders looked in."""
+    folders = [str(d) for d in _candidates()]
+    looked = f"neither {' nor '.join(folders)} holds" if len(folders) > 1 else f"{folders[0]} lacks"
+    return (
+        f"KubeRay CRDs not found: {looked} {' and '.join(CRD_FILES.values())} "
+        f"(helm-chart/kuberay-operator/crds/ of ray-project/kuberay); set ${CRD_ENV} to a folder "
+        "that does"
+    )
 
 
 def strict_schema(node: Any) -> Any:

@@ -1,9 +1,11 @@
 """The cluster and service definitions under infra/, validated without Docker or Kubernetes.
 
-KubeRay manifests against the v1 CRD schemas (strict: unknown fields are errors; skipped without
-the CRD files), the `ray up` config against the schema in the ray wheel, entrypoints against the
-real CLI and config loader, and the version pins, secrets, ports and build contexts against each
-other and against pyproject.toml.
+KubeRay manifests (the plain ones and the output of every kustomization, built by
+tests/infra/kustomize.py) against the v1 CRD schemas (strict: unknown fields are errors; skipped
+without the CRD files), the `ray up` config against the schema in the ray wheel, entrypoints
+against the real CLI and config loader, and the version pins, secrets, ports and build contexts
+against each other and against pyproject.toml. The overlays, the tracking stack and the lock have
+their own modules beside this one.
 """
 
 from __future__ import annotations
@@ -11,83 +13,60 @@ from __future__ import annotations
 import argparse
 import copy
 import re
-import shlex
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from tests.infra import kube_schema
 from tests.infra.parsing import (
     ALL_DOCKERFILES,
-    COMPOSE,
     DOCKERFILES,
+    GPU_RESOURCE,
     INFRA,
     KUBERAY,
     LAUNCHER,
     ROOT,
+    SECRET_NAME,
+    SECRET_VARS,
+    SECRETISH,
     DockerIgnore,
     by_kind,
     cluster_specs,
     copy_sources,
+    dependency,
     dockerfile,
     entrypoints,
+    gpus,
     invocation,
     kuberay_docs,
     pod_specs,
     pyproject,
+    ray_containers,
     run_commands,
     walk,
     yaml_docs,
 )
 
-SECRET_NAME = "depthkd-secrets"
-SECRET_VARS = (
-    "MLFLOW_TRACKING_URI",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_ENDPOINT_URL_S3",
-    "AWS_ENDPOINT_URL",
-)
-REQUIRED_SECRET_VARS = SECRET_VARS[:3]  # the endpoints are optional (S3-compatible stores only)
-SECRETISH = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|TOKEN|TRACKING_URI", re.IGNORECASE)
+RAY_SECRET_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")  # every Ray container needs them
 AWS_KEY = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
-GPU_RESOURCE = "nvidia.com/gpu"
+GPU_TAINT = "nvidia.com/gpu"
+INSTALL_PROJECT = re.compile(r"pip install (?:-c \S+ )?\.(?:\s|$)")  # `pip install [-c LOCK] .`
 SHARED_CLAIM = "depthkd-shared"
 GPU_DOCKERFILE = INFRA / "docker" / "Dockerfile.gpu"
 CPU_DOCKERFILE = INFRA / "docker" / "Dockerfile.cpu"
-MLFLOW_DOCKERFILE = INFRA / "compose" / "Dockerfile.mlflow"
 RAY_DOCS = [(p, d) for p, d in kuberay_docs() if d.get("kind") in kube_schema.CRD_FILES]
-
-
-def _requirement(name: str) -> Requirement:
-    for line in pyproject()["project"]["dependencies"]:
-        req = Requirement(line)
-        if req.name == name:
-            return req
-    raise AssertionError(f"pyproject.toml has no dependency on {name}")
 
 
 def _containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
     return pod["containers"]
 
 
-def _ray_containers() -> list[tuple[str, dict[str, Any]]]:
-    """(where, container) of every head and worker container of every cluster spec."""
-    return [
-        (f"{name}:{role}:{c['name']}", c)
-        for name, spec in cluster_specs()
-        for role, pod in pod_specs(spec)
-        for c in _containers(pod)
-    ]
-
-
-def _gpus(container: dict[str, Any]) -> int:
-    return int(container.get("resources", {}).get("limits", {}).get(GPU_RESOURCE, 0))
+def _tolerates_gpus(pod: dict[str, Any]) -> bool:
+    return any(t.get("key") == GPU_TAINT for t in pod.get("tolerations", []))
 
 
 # --- KubeRay: the CRD schemas -----------------------------------------------------------------
@@ -97,19 +76,15 @@ def _gpus(container: dict[str, Any]) -> int:
 def crd_validators() -> dict[str, Any]:
     directory = kube_schema.crd_dir()
     if directory is None:
-        pytest.skip(
-            f"KubeRay CRDs not found: set ${kube_schema.CRD_ENV} to a directory holding "
-            f"{' and '.join(kube_schema.CRD_FILES.values())} (helm-chart/kuberay-operator/crds/ "
-            f"of ray-project/kuberay), or put them in {kube_schema.SHARED_CRDS}"
-        )
+        pytest.skip(kube_schema.missing_reason())
     return kube_schema.load_validators(directory)
 
 
-@pytest.mark.parametrize(("path", "doc"), RAY_DOCS, ids=[p.name for p, _ in RAY_DOCS])
-def test_kuberay_manifest_matches_the_crd_schema(crd_validators, path: Path, doc: dict) -> None:
-    assert doc["apiVersion"] == kube_schema.API_VERSION, path.name
+@pytest.mark.parametrize(("where", "doc"), RAY_DOCS, ids=[w for w, _ in RAY_DOCS])
+def test_kuberay_manifest_matches_the_crd_schema(crd_validators, where: str, doc: dict) -> None:
+    assert doc["apiVersion"] == kube_schema.API_VERSION, where
     errors = kube_schema.schema_errors(crd_validators[doc["kind"]], doc)
-    assert not errors, f"{path.name} ({doc['kind']}):\n" + "\n".join(errors)
+    assert not errors, f"{where} ({doc['kind']}):\n" + "\n".join(errors)
 
 
 def test_crd_validation_rejects_an_unknown_field(crd_validators) -> None:
@@ -139,19 +114,58 @@ def test_crd_validation_checks_types(crd_validators) -> None:
     assert any(e.startswith("spec.headGroupSpec.rayStartParams.num-cpus") for e in errors), errors
 
 
+def test_crd_files_default_to_the_shared_folder(monkeypatch, tmp_path) -> None:
+    # unset: ../shared/kuberay-crds beside the checkout; set: that folder; neither: None
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    for name in kube_schema.CRD_FILES.values():
+        (shared / name).write_text("{}")
+    monkeypatch.setattr(kube_schema, "SHARED_CRDS", shared)
+    monkeypatch.delenv(kube_schema.CRD_ENV, raising=False)
+    assert kube_schema.crd_dir() == shared
+    own = tmp_path / "own"
+    own.mkdir()
+    for name in kube_schema.CRD_FILES.values():
+        (own / name).write_text("{}")
+    monkeypatch.setenv(kube_schema.CRD_ENV, str(own))
+    assert kube_schema.crd_dir() == own
+    monkeypatch.setenv(kube_schema.CRD_ENV, str(tmp_path / "nowhere"))
+    assert kube_schema.crd_dir() == shared  # a variable naming no CRDs falls back
+    monkeypatch.setattr(kube_schema, "SHARED_CRDS", tmp_path / "absent")
+    assert kube_schema.crd_dir() is None
+    reason = kube_schema.missing_reason()
+    assert str(tmp_path / "nowhere") in reason and str(tmp_path / "absent") in reason
+
+
+def test_crd_files_are_found_in_this_checkout() -> None:
+    # the tests above run here and in CI (shared/ lies beside the checkout in both); where the
+    # folder is missing, the fixture skips them with the reason
+    if not kube_schema.SHARED_CRDS.is_dir():
+        pytest.skip(kube_schema.missing_reason())
+    assert kube_schema.crd_dir() is not None
+
+
 # --- KubeRay: what the operator and our jobs need ---------------------------------------------
 
 
 def test_kuberay_folder_holds_the_expected_objects() -> None:
-    kinds = sorted((d["apiVersion"], d["kind"]) for _, d in kuberay_docs())
     allowed = {
-        ("ray.io/v1", "RayCluster"),
-        ("ray.io/v1", "RayJob"),
-        ("v1", "Secret"),
-        ("v1", "PersistentVolumeClaim"),
+        # plain manifests, applied with -f: the long-running cluster, the Secret, the volume
+        "raycluster.yaml": {("ray.io/v1", "RayCluster")},
+        "secret.example.yaml": {("v1", "Secret")},
+        "pvc-shared.yaml": {("v1", "PersistentVolumeClaim")},
+        "tracking": {("v1", "Service"), ("apps/v1", "StatefulSet"), ("apps/v1", "Deployment")},
     }
-    assert set(kinds) <= allowed, kinds
-    assert kinds.count(("ray.io/v1", "RayJob")) >= 2 and ("ray.io/v1", "RayCluster") in kinds
+    jobs = 0
+    for where, doc in kuberay_docs():
+        kind = (doc["apiVersion"], doc["kind"])
+        if where.startswith(("base/", "overlays/")):  # each: one RayJob and nothing else
+            assert kind == ("ray.io/v1", "RayJob"), (where, kind)
+            jobs += 1
+        else:
+            assert kind in allowed[where], (where, kind)
+    builds = {w for w, d in kuberay_docs() if d["kind"] == "RayJob"}
+    assert jobs == len(builds) and {"overlays/dev", "overlays/gpu-8"} <= builds, builds
 
 
 def test_ray_version_is_the_one_the_images_pin_and_pyproject_allows() -> None:
@@ -160,7 +174,7 @@ def test_ray_version_is_the_one_the_images_pin_and_pyproject_allows() -> None:
     } | set(re.findall(r"\bray==([\w.]+)", LAUNCHER.read_text()))
     assert len(pins) == 1, f"images and launcher pin different rays: {pins}"
     (pin,) = pins
-    assert Version(pin) in _requirement("ray").specifier, (pin, str(_requirement("ray")))
+    assert Version(pin) in dependency("ray").specifier, (pin, str(dependency("ray")))
     for name, spec in cluster_specs():
         assert spec["rayVersion"] == pin, name
 
@@ -172,60 +186,74 @@ def test_raycluster_autoscales_a_gpu_worker_group() -> None:
     groups = spec["workerGroupSpecs"]
     assert any(
         g["maxReplicas"] > g["minReplicas"]
-        and all(_gpus(c) >= 1 for c in _containers(g["template"]["spec"]))
+        and all(gpus(c) >= 1 for c in _containers(g["template"]["spec"]))
         for g in groups
     ), "no GPU worker group with room to autoscale"
 
 
 def test_worker_groups_have_consistent_bounds_and_gpus() -> None:
     for name, spec in cluster_specs():
-        assert all(_gpus(c) == 0 for c in _containers(spec["headGroupSpec"]["template"]["spec"]))
+        assert all(gpus(c) == 0 for c in _containers(spec["headGroupSpec"]["template"]["spec"]))
         for group in spec["workerGroupSpecs"]:
             where = f"{name}:{group['groupName']}"
             assert 0 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"], where
-            for container in _containers(group["template"]["spec"]):
+            pod = group["template"]["spec"]
+            for container in _containers(pod):
                 limits = container["resources"]["limits"]
                 requests = container["resources"].get("requests", {})
-                assert _gpus(container) >= 1, f"{where}: no {GPU_RESOURCE} limit"
                 # extended resources: a request, when given, must equal the limit
-                assert requests.get(GPU_RESOURCE, limits[GPU_RESOURCE]) == limits[GPU_RESOURCE]
+                assert requests.get(GPU_RESOURCE, gpus(container)) == gpus(container), where
+                # a GPU pod waits for (tolerates) GPU nodes; a CPU pod takes no GPU node
+                assert _tolerates_gpus(pod) == (gpus(container) > 0), where
+                assert "memory" in limits, f"{where}: no memory limit (KubeRay sizes /dev/shm)"
 
 
-def test_one_image_everywhere_matching_the_gpu_dockerfile() -> None:
-    images = {c["image"] for _, c in _ray_containers()}
-    assert len(images) == 1, images
-    (image,) = images
-    assert image.endswith("-gpu"), image  # the tag of infra/docker/Dockerfile.gpu's build
-    assert image.split("/")[-1].split(":")[0] == "depthkd"
+def test_each_cluster_runs_the_image_of_its_devices() -> None:
+    # GPU pods run the CUDA image (infra/docker/Dockerfile.gpu), a CPU-only cluster the CPU one
+    for name, spec in cluster_specs():
+        pods = [pod for _, pod in pod_specs(spec)]
+        images = {c["image"] for pod in pods for c in _containers(pod)}
+        assert len(images) == 1, f"{name}: {images}"
+        (image,) = images
+        has_gpus = any(gpus(c) > 0 for pod in pods for c in _containers(pod))
+        assert image.endswith("-gpu" if has_gpus else "-cpu"), (name, image)
+        assert image.split("/")[-1].split(":")[0] == "depthkd"
+    tags = {c["image"].rsplit("-", 1)[0] for _, c in ray_containers()}
+    assert len(tags) == 1, f"one registry and version everywhere: {tags}"
 
 
 def test_containers_run_where_the_image_keeps_the_entrypoints() -> None:
-    workdirs = [i.args for i in dockerfile(GPU_DOCKERFILE) if i.keyword == "WORKDIR"]
-    uid = re.search(r"useradd\b[^&]*--uid (\d+)", GPU_DOCKERFILE.read_text())
-    assert workdirs and uid
-    for where, container in _ray_containers():
-        assert container.get("workingDir") == workdirs[-1], where
+    workdirs = {
+        path.name: [i.args for i in dockerfile(path) if i.keyword == "WORKDIR"][-1]
+        for path in DOCKERFILES
+    }
+    uids = {re.search(r"useradd\b[^&]*--uid (\d+)", p.read_text()).group(1) for p in DOCKERFILES}
+    assert len(set(workdirs.values())) == 1 and len(uids) == 1, (workdirs, uids)
+    for where, container in ray_containers():
+        assert container.get("workingDir") in workdirs.values(), where
     for name, spec in cluster_specs():
         for role, pod in pod_specs(spec):
-            assert pod["securityContext"]["runAsUser"] == int(uid.group(1)), f"{name}:{role}"
+            assert pod["securityContext"]["runAsUser"] == int(*uids), f"{name}:{role}"
 
 
 def test_rayjob_name_is_the_run_name() -> None:
     # A retry (backoffLimit) runs on a new RayCluster: it resumes only under the same run name.
-    for path, job, inv in entrypoints():
+    for where, job, inv in entrypoints():
         name = job["metadata"]["name"]
-        assert inv.override("name") == name, f"{path.name}: name= must be {name!r}"
+        assert inv.override("name") == name, f"{where}: name= must be {name!r}"
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name) and len(name) <= 40, name
 
 
-def test_rayjobs_retry_and_clean_up() -> None:
-    for path, job in by_kind("RayJob"):
+def test_rayjobs_retry_clean_up_and_end() -> None:
+    for where, job in by_kind("RayJob"):
         spec = job["spec"]
-        assert spec.get("backoffLimit", 0) >= 1, path.name
+        assert spec.get("backoffLimit", 0) >= 1, where
         # ttlSecondsAfterFinished acts only together with shutdownAfterJobFinishes
-        assert spec["shutdownAfterJobFinishes"] is True, path.name
-        assert spec["ttlSecondsAfterFinished"] > 0, path.name
-        assert "runtimeEnvYAML" not in spec or _runtime_env_ok(spec["runtimeEnvYAML"]), path.name
+        assert spec["shutdownAfterJobFinishes"] is True, where
+        assert spec["ttlSecondsAfterFinished"] > 0, where
+        # a deadline for all attempts together: a job that hangs does not hold its GPUs forever
+        assert 0 < spec["activeDeadlineSeconds"] <= 7 * 86400, where
+        assert "runtimeEnvYAML" not in spec or _runtime_env_ok(spec["runtimeEnvYAML"]), where
 
 
 def _runtime_env_ok(text: str) -> bool:
@@ -233,18 +261,29 @@ def _runtime_env_ok(text: str) -> bool:
     return not any(SECRETISH.search(k) or k in SECRET_VARS for k in env_vars)
 
 
-def test_distill_job_checkpoints_outside_the_cluster() -> None:
-    jobs = [(p, inv) for p, _, inv in entrypoints() if inv.command != "sweep"]
+def _env(container: dict[str, Any]) -> dict[str, str | None]:
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+def test_distill_jobs_checkpoint_outside_the_cluster() -> None:
+    # S3, or (no train.storage) $DEPTHKD_HOME/ray_results on the volume every pod mounts
+    jobs = [(w, job, inv) for w, job, inv in entrypoints() if inv.command != "sweep"]
     assert jobs
-    for path, inv in jobs:
-        assert (inv.override("train.storage") or "").startswith("s3://"), path.name
+    for where, job, inv in jobs:
+        storage = inv.override("train.storage")
+        if storage is None:
+            pods = pod_specs(job["spec"]["rayClusterSpec"])
+            for container in (c for _, pod in pods for c in _containers(pod)):
+                assert _env(container).get("DEPTHKD_SHARED_FILESYSTEM") == "1", where
+        else:
+            assert storage.startswith("s3://"), where
 
 
 def test_local_paths_of_jobs_are_on_the_shared_volume() -> None:
     (_, pvc), *_ = by_kind("PersistentVolumeClaim")
     assert pvc["metadata"]["name"] == SHARED_CLAIM
     assert "ReadWriteMany" in pvc["spec"]["accessModes"]
-    jobs = {p.name: inv for p, _, inv in entrypoints()}
+    jobs = {w: inv for w, _, inv in entrypoints()}
     for name, spec in cluster_specs():
         job = jobs.get(name.split(":")[0])
         mounts = set()
@@ -259,8 +298,7 @@ def test_local_paths_of_jobs_are_on_the_shared_volume() -> None:
                 paths = {m["mountPath"] for m in container["volumeMounts"] if m["name"] in claims}
                 assert len(paths) == 1, f"{where}: mounts {SHARED_CLAIM} {len(paths)} times"
                 mounts |= paths
-                env = {e["name"]: e.get("value") for e in container.get("env", [])}
-                assert _under(env.get("DEPTHKD_HOME"), paths), f"{where}: DEPTHKD_HOME"
+                assert _under(_env(container).get("DEPTHKD_HOME"), paths), f"{where}: DEPTHKD_HOME"
         assert len(mounts) == 1, f"{name}: head and workers mount the shared volume differently"
         shards = job.override("data.shards") if job is not None else None
         if shards is not None and not shards.startswith("s3://"):
@@ -271,66 +309,104 @@ def _under(path: str | None, roots: set[str]) -> bool:
     return path is not None and any(Path(path).is_relative_to(root) for root in roots)
 
 
+def _cpus(quantity: str) -> float:
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
 def test_clusters_fit_their_jobs() -> None:
+    from depthkd.config.loader import load_config
     from depthkd.tune.sweep import load_sweep
 
-    for path, job, inv in entrypoints():
-        groups = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
-        per_pod = [max(_gpus(c) for c in _containers(g["template"]["spec"])) for g in groups]
+    for where, job, inv in entrypoints():
+        (group,) = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+        (worker,) = _containers(group["template"]["spec"])
+        pods, per_pod = group["maxReplicas"], gpus(worker)
+        pod_cpus = _cpus(str(worker["resources"]["limits"]["cpu"]))
         if inv.command == "sweep":
-            # the sweep sizes its concurrency from the GPUs present when it starts
+            # one trial per pod: its worker and its driver fit the pod, and every trial at once
+            # has its pod (the sweep sizes its concurrency from what is there when it starts)
             spec = load_sweep(ROOT / inv.config, inv.overrides)
-            have = sum(g["minReplicas"] * n for g, n in zip(groups, per_pod, strict=True))
-            assert spec.resources.gpus >= 1 and have >= spec.resources.gpus, path.name
-            assert all(g["minReplicas"] == g["replicas"] for g in groups), path.name
+            need = spec.resources
+            assert need.workers == 1 and need.gpus_per_worker == per_pod, where
+            assert need.cpus_per_worker + need.driver_cpus <= pod_cpus, where
+            assert spec.max_concurrent_trials == pods == group["minReplicas"], where
         else:
-            workers = int(inv.override("train.workers") or 1)
-            assert inv.override("train.use_gpu") == "true", path.name
-            most = sum(g["maxReplicas"] * n for g, n in zip(groups, per_pod, strict=True))
-            assert most >= workers, f"{path.name}: {workers} GPU workers, at most {most} GPUs"
+            cfg = load_config(ROOT / inv.config, inv.overrides)
+            # one Ray Train worker per pod, with the pod's GPUs or none
+            assert cfg.train.workers == pods == group["minReplicas"], where
+            assert cfg.train.use_gpu == (per_pod > 0), where
+            assert not cfg.train.use_gpu or cfg.train.gpus_per_worker == per_pod, where
+            assert cfg.train.cpus_per_worker <= pod_cpus, where
 
 
 # --- secrets ----------------------------------------------------------------------------------
 
 
 def test_secret_template_holds_placeholders_only() -> None:
-    (path, secret), *_ = by_kind("Secret")
-    assert path.name.endswith(".example.yaml") and secret["metadata"]["name"] == SECRET_NAME
+    (where, secret), *_ = by_kind("Secret")
+    assert where.endswith(".example.yaml") and secret["metadata"]["name"] == SECRET_NAME
     values = {**secret.get("stringData", {}), **secret.get("data", {})}
-    assert set(SECRET_VARS) <= set(values), sorted(values)
+    assert set(SECRET_VARS) == set(values), sorted(values)
     for key, value in values.items():
         assert re.search(r"<[^<>]+>", str(value)), f"{key}: not a <placeholder>"
     assert "secret.yaml" in (KUBERAY / ".gitignore").read_text().split()
 
 
-def test_head_and_workers_get_credentials_from_the_secret() -> None:
+def _secret_refs(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(where, secretKeyRef) of every env entry that reads a Secret."""
+    return [
+        (where, node["valueFrom"]["secretKeyRef"])
+        for where, node in walk(doc)
+        if isinstance(node, dict) and "secretKeyRef" in node.get("valueFrom", {})
+    ]
+
+
+def test_every_secret_reference_reads_the_one_secret() -> None:
     (_, secret), *_ = by_kind("Secret")
     keys = set(secret["stringData"])
-    for where, container in _ray_containers():
-        from_secret = set()
-        for entry in container.get("env", []):
-            ref = entry.get("valueFrom", {}).get("secretKeyRef")
-            if ref and ref["name"] == SECRET_NAME:
-                assert ref["key"] in keys, f"{where}: {ref['key']} is not in the Secret"
-                from_secret.add(entry["name"])
-        for source in container.get("envFrom", []):
-            if source.get("secretRef", {}).get("name") == SECRET_NAME:
-                from_secret |= keys
-        missing = set(REQUIRED_SECRET_VARS) - from_secret
+    for source, doc in kuberay_docs():
+        for where, ref in _secret_refs(doc):
+            assert ref["name"] == SECRET_NAME, f"{source}:{where}: {ref['name']}"
+            assert ref["key"] in keys, f"{source}:{where}: {ref['key']} is not in the Secret"
+        for where, node in walk(doc):
+            if isinstance(node, dict) and "secretRef" in node:
+                assert node["secretRef"]["name"] == SECRET_NAME, f"{source}:{where}"
+
+
+def test_head_and_workers_get_credentials_from_the_secret() -> None:
+    for where, container in ray_containers():
+        from_secret = {
+            entry["name"]
+            for entry in container.get("env", [])
+            if entry.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == SECRET_NAME
+        }
+        missing = set(RAY_SECRET_VARS) - from_secret
         assert not missing, f"{where}: {sorted(missing)} not from {SECRET_NAME}"
+        assert not {"POSTGRES_USER", "POSTGRES_PASSWORD"} & from_secret, f"{where}: needs no DB"
+
+
+def _literal_ok(name: str, value: Any) -> bool:
+    """A plain env value is fine unless its name is secret-like; a tracking URI may be plain
+    when it carries no credentials (user:password@)."""
+    if name == "MLFLOW_TRACKING_URI":
+        return "@" not in str(value)
+    return not (name in SECRET_VARS or SECRETISH.search(name))
 
 
 def test_no_manifest_carries_a_secret_value() -> None:
-    for path, doc in kuberay_docs():
+    for source, doc in kuberay_docs():
         if doc["kind"] == "Secret":
             continue
         for where, node in walk(doc):
             if isinstance(node, dict) and isinstance(node.get("name"), str) and "value" in node:
-                secretish = node["name"] in SECRET_VARS or SECRETISH.search(node["name"])
-                assert not secretish, f"{path.name}:{where}: {node['name']} has a literal value"
+                ok = _literal_ok(node["name"], node["value"])
+                assert ok, f"{source}:{where}: {node['name']} has a literal value"
+            if isinstance(node, str):
+                for _user, password in re.findall(r"://([^/\s:@]+):([^@\s/]+)@", node):
+                    assert password.startswith("${"), f"{source}:{where}: password in a URI"
         spec = doc.get("spec", {})
         if "runtimeEnvYAML" in spec:
-            assert _runtime_env_ok(spec["runtimeEnvYAML"]), f"{path.name}: secret in runtime_env"
+            assert _runtime_env_ok(spec["runtimeEnvYAML"]), f"{source}: secret in runtime_env"
 
 
 def test_no_definition_contains_a_key() -> None:
@@ -363,10 +439,10 @@ def _infra_texts() -> list[tuple[Path, str]]:
 
 def test_entrypoints_parse_with_the_real_cli(cli) -> None:
     for path, _, inv in entrypoints():
-        assert inv.script is None or (ROOT / inv.script).is_file(), f"{path.name}: {inv.script}"
+        assert inv.script is None or (ROOT / inv.script).is_file(), f"{path}: {inv.script}"
         args = cli.parse_args([inv.command, *inv.args])
-        assert args.config is not None and (ROOT / args.config).is_file(), path.name
-        assert args.overrides == inv.overrides, path.name
+        assert args.config is not None and (ROOT / args.config).is_file(), path
+        assert args.overrides == inv.overrides, path
 
 
 def test_entrypoint_overrides_load(monkeypatch, tmp_path) -> None:
@@ -378,12 +454,12 @@ def test_entrypoint_overrides_load(monkeypatch, tmp_path) -> None:
         if inv.command == "sweep":
             spec = load_sweep(ROOT / inv.config, inv.overrides)
             base = base_experiment(spec)  # the base experiment and every searched key
-            assert spec.name == job["metadata"]["name"], path.name
-            assert base.train.use_gpu == (spec.resources.gpus > 0), path.name
+            assert spec.name == job["metadata"]["name"], path
+            assert base.train.use_gpu == (spec.resources.gpus > 0), path
         else:
             cfg = load_config(ROOT / inv.config, inv.overrides)
-            assert cfg.name == job["metadata"]["name"], path.name
-            assert cfg.train.workers == int(inv.override("train.workers") or 1), path.name
+            assert cfg.name == job["metadata"]["name"], path
+            assert cfg.train.workers == int(inv.override("train.workers") or 1), path
 
 
 def test_entrypoint_urls_reach_the_config_unchanged() -> None:
@@ -401,7 +477,7 @@ def test_entrypoint_urls_reach_the_config_unchanged() -> None:
                 node: Any = cfg
                 for part in key.split("."):
                     node = getattr(node, part)
-                assert str(node) == value, f"{path.name}: {key} became {node!r}"
+                assert str(node) == value, f"{path}: {key} became {node!r}"
                 urls += 1
     assert urls >= 2  # the distill job's checkpoints and shards
 
@@ -416,7 +492,7 @@ def test_referenced_scripts_configs_and_commands_exist(cli) -> None:
             assert (ROOT / config).is_file(), f"{path}: {config}"
         for name in command.findall(text):
             assert name in known, f"{path}: `depthkd {name}` is not a command"
-        for ref in re.findall(r"\b(infra/[\w./-]*[\w])", text):
+        for ref in re.findall(r"(?<![\w/])(infra/[\w./-]*[\w])", text):
             target = ROOT / ref
             ignored = target.parent / ".gitignore"  # a filled-in copy of an *.example file
             assert target.exists() or (
@@ -484,16 +560,18 @@ def test_torch_and_torchvision_are_one_pair_everywhere() -> None:
         torch_lines = [c for c in commands if re.search(r"\btorch==", c)]
         assert len(torch_lines) == 1, f"{name}: torch is pinned in {len(torch_lines)} commands"
         (line,) = torch_lines
-        torch = re.search(r"\btorch==([\w.]+)", line)
-        vision = re.search(r"\btorchvision==([\w.]+)", line)
+        torch = re.search(r"\btorch==([\w.+]+)", line)
+        vision = re.search(r"\btorchvision==([\w.+]+)", line)
         assert torch and vision, f"{name}: torch and torchvision in one command, both pinned"
-        pairs[name] = (Version(torch.group(1)), Version(vision.group(1)))
+        torch_pin, vision_pin = Version(torch.group(1)), Version(vision.group(1))
+        assert torch_pin.local == vision_pin.local, f"{name}: {torch_pin}, {vision_pin}"
+        pairs[name] = (Version(torch_pin.public), Version(vision_pin.public))
         # install torch first: `pip install .` would otherwise fetch torch from the default index
-        install_project = [i for i, c in enumerate(commands) if re.search(r"pip install \.", c)]
+        install_project = [i for i, c in enumerate(commands) if INSTALL_PROJECT.search(c)]
         assert install_project and commands.index(line) < install_project[0], name
     assert len(set(pairs.values())) == 1, pairs
     torch, vision = next(iter(pairs.values()))
-    assert torch in _requirement("torch").specifier
+    assert torch in dependency("torch").specifier
     assert (vision.major, vision.minor, vision.micro) == (0, torch.minor + 15, torch.micro), (
         f"torchvision {vision} is not the release built with torch {torch}"
     )
@@ -509,13 +587,19 @@ def test_pip_extras_exist() -> None:
 
 
 def test_torch_index_matches_each_base_image() -> None:
+    # each image takes torch from PyTorch's index of its variant, and names the variant in the
+    # pins' local label (PyPI's torch of the same version is a CUDA build)
     gpu, cpu = GPU_DOCKERFILE.read_text(), CPU_DOCKERFILE.read_text()
     base = re.search(r"^FROM nvidia/cuda:(\d+)\.(\d+)\.\d+-(?:cudnn-)?runtime-ubuntu", gpu, re.M)
-    index = re.search(r"download\.pytorch\.org/whl/(cu\d+)\s", gpu)
+    index = re.search(r"--extra-index-url https://download\.pytorch\.org/whl/(cu\d+)\s", gpu)
     assert base and index, "GPU image: an nvidia/cuda runtime base and a cuXYZ torch index"
     assert index.group(1) == f"cu{base.group(1)}{base.group(2)}", (base.group(0), index.group(1))
     assert re.search(r"^FROM python:3\.\d+-slim", cpu, re.M)
-    assert "--index-url https://download.pytorch.org/whl/cpu " in cpu
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu " in cpu
+    for path, variant in ((GPU_DOCKERFILE, index.group(1)), (CPU_DOCKERFILE, "cpu")):
+        runs = " ".join(run_commands(path))
+        labels = {Version(v).local for v in re.findall(r"\btorch(?:vision)?==([\w.+]+)", runs)}
+        assert labels == {variant}, (path.name, variant, labels)
 
 
 def test_images_copy_the_whole_project_from_the_context() -> None:
@@ -529,7 +613,7 @@ def test_images_copy_the_whole_project_from_the_context() -> None:
             assert (ROOT / source).exists(), f"{path.name}: COPY {source}: no such path"
             assert not ignore.excludes(source), f"{path.name}: COPY {source} is in .dockerignore"
         assert needed <= {s.rstrip("/") for s in sources}, needed - set(sources)
-        assert any(re.search(r"pip install \.(\s|$)", c) for c in run_commands(path)), path.name
+        assert any(INSTALL_PROJECT.search(c) for c in run_commands(path)), path.name
 
 
 @pytest.mark.parametrize(
@@ -625,7 +709,7 @@ def test_launcher_installs_the_synced_checkout() -> None:
             assert (target.parent / f"{target.name}.example").is_file(), local
             assert target.name in ignored.read_text().split(), local
     setup = config["setup_commands"]
-    assert any(f"cd {checkout} && " in c and re.search(r"pip install \.", c) for c in setup)
+    assert any(f"cd {checkout} && " in c and INSTALL_PROJECT.search(c) for c in setup)
     for command in config["head_start_ray_commands"] + config["worker_start_ray_commands"]:
         if "ray start" in command:
             assert f"cd {checkout} && " in command  # job entrypoints run in Ray's cwd
@@ -640,155 +724,7 @@ def test_launcher_credentials_file_is_placeholders_only() -> None:
             assert re.search(r"<[^<>]+>", value), f"{key}: not a <placeholder>"
 
 
-# --- the tracking stack (compose) -------------------------------------------------------------
-
-
-def _compose() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE.read_text())
-
-
-def _published(port: Any) -> tuple[str | None, str | None, str]:
-    """(host ip, host port, container port) of one `ports:` entry, short or long syntax."""
-    if isinstance(port, dict):
-        return port.get("host_ip"), str(port.get("published")), str(port["target"])
-    parts = str(port).split(":")
-    if len(parts) == 3:
-        return parts[0], parts[1], parts[2]
-    return None, parts[0] if len(parts) == 2 else None, parts[-1]
-
-
-def test_compose_publishes_ports_on_localhost_only() -> None:
-    services = _compose()["services"]
-    assert services["mlflow"].get("ports")
-    for name, service in services.items():
-        assert service.get("network_mode") != "host", name
-        for port in service.get("ports", []):
-            host_ip, _, _ = _published(port)
-            assert host_ip == "127.0.0.1", f"{name}: {port!r} is not bound to 127.0.0.1"
-
-
-REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?\?[^}]*)?\}")
-
-
-def _environment(service: dict[str, Any]) -> dict[str, str]:
-    env = service.get("environment", {})
-    if isinstance(env, list):
-        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
-    return {k: str(v) for k, v in env.items()}
-
-
-def test_compose_holds_no_literal_secret() -> None:
-    compose = _compose()
-    for name, service in compose["services"].items():
-        for key, value in _environment(service).items():
-            if SECRETISH.search(key):
-                # only a reference, and without a `:-default` (that would be a literal secret)
-                assert REFERENCE.fullmatch(value), f"{name}: {key}={value!r}"
-    for where, node in walk(compose):
-        if isinstance(node, str):
-            for _user, password in re.findall(r"://([^/\s:@]+):([^@\s/]+)@", node):
-                assert password.startswith("$"), f"{where}: password in a URI"
-
-
-def test_compose_variables_are_documented() -> None:
-    text = COMPOSE.read_text()
-    required = set(re.findall(r"(?<!\$)\$\{([A-Za-z_]\w*)(?::?\?[^}]*)?\}", text))
-    example = (INFRA / "compose" / ".env.example").read_text()
-    defined = set(re.findall(r"^([A-Za-z_]\w*)=", example, re.M))
-    assert required and required <= defined, required - defined
-    assert ".env" in (INFRA / "compose" / ".gitignore").read_text().split()
-
-
-def _mlflow_args() -> tuple[dict[str, str], list[str]]:
-    """(variables the script exports, the `mlflow server` arguments) of the mlflow service."""
-    command = _compose()["services"]["mlflow"]["command"]
-    script = command[2] if command[:2] == ["sh", "-c"] else shlex.join(command)
-    # compose turns $$ into $ and the container's shell expands ${VAR}
-    words = [re.sub(r"\$\$\{(\w+)\}", r"<\1>", w) for w in shlex.split(script)]
-    exported = {}
-    while words[0] == "export":
-        name, _, value = words[1].partition("=")
-        exported[name] = value
-        assert words[2] == "&&", words[:3]
-        words = words[3:]
-    assert words[:3] == ["exec", "mlflow", "server"], words[:3]
-    return exported, words[3:]
-
-
-@pytest.mark.filterwarnings("ignore:.*noload.*:DeprecationWarning")  # mlflow's own SQLAlchemy use
-def test_mlflow_server_command_parses_and_is_locked_down() -> None:
-    from mlflow.cli import server
-    from mlflow.server.security_utils import is_allowed_host_header
-
-    exported, args = _mlflow_args()
-    assert not any(a.startswith("--backend-store-uri") for a in args)  # `ps` would show it
-    backend = exported["MLFLOW_BACKEND_STORE_URI"]  # read by mlflow server (envvar)
-    assert backend.startswith("postgresql+psycopg://")
-    assert "@postgres:" in backend  # the compose service
-    params = server.make_context("server", args).params
-    assert params["artifacts_destination"].startswith("s3://")
-    assert params["host"] == "0.0.0.0"  # inside the container; published on 127.0.0.1 only
-    allowed = params["allowed_hosts"].split(",")
-    services = _compose()["services"]
-    hosts = [f"mlflow:{params['port']}"]  # other containers of the compose network
-    for port in services["mlflow"]["ports"]:
-        _, published, _ = _published(port)
-        hosts += [f"localhost:{published}", f"127.0.0.1:{published}"]
-    for host in hosts:
-        assert is_allowed_host_header(allowed, host), f"--allowed-hosts refuses {host}"
-    assert not is_allowed_host_header(allowed, "evil.example.com:5000")
-
-
-def test_mlflow_image_matches_the_client_and_the_backend() -> None:
-    text = MLFLOW_DOCKERFILE.read_text()
-    declared = {Requirement(d).name for d in pyproject()["project"]["dependencies"]}
-    # mlflow as the client allows it, psycopg for postgresql+psycopg://, boto3 for s3:// artifacts
-    for name, pattern in (
-        ("mlflow", "mlflow"),
-        ("psycopg", r"psycopg\[binary\]"),
-        ("boto3", "boto3"),
-    ):
-        pinned = re.search(rf'"{pattern}==([\w.]+)"', text)
-        assert pinned, f"{MLFLOW_DOCKERFILE.name}: {name} is not pinned"
-        if name in declared:  # the same range as the project's own dependency
-            assert Version(pinned.group(1)) in _requirement(name).specifier, name
-    pin = re.search(r'"mlflow==([\w.]+)"', text)
-    compose = _compose()
-    assert compose["x-mlflow-image"]["image"].endswith(f":{pin.group(1)}")
-    assert (COMPOSE.parent / compose["x-mlflow-image"]["build"]["dockerfile"]) == MLFLOW_DOCKERFILE
-
-
-def test_compose_services_start_in_order_with_healthchecks() -> None:
-    services = _compose()["services"]
-    assert services["postgres"]["image"].startswith("postgres:15")
-    for name, service in services.items():
-        if service.get("restart") != "no":  # one-shot steps have nothing to check
-            assert "healthcheck" in service, name
-    depends = services["mlflow"]["depends_on"]
-    assert depends["postgres"]["condition"] == "service_healthy"
-    (bucket_step,) = [n for n, c in depends.items() if c["condition"].endswith("successfully")]
-    assert services[bucket_step]["depends_on"]["s3"]["condition"] == "service_healthy"
-
-
-def test_bucket_step_creates_the_bucket_once(monkeypatch) -> None:
-    moto = pytest.importorskip("moto")
-    import boto3
-
-    step = _compose()["services"]["create-bucket"]
-    command = step["command"]
-    assert command[:2] == ["python", "-c"]
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "https://s3.amazonaws.com")  # moto's mock
-    monkeypatch.setenv("MLFLOW_BUCKET", "mlflow-artifacts")
-    with moto.mock_aws():
-        exec(command[2], {})  # our own compose file's snippet
-        exec(command[2], {})  # a restart finds the bucket there
-        buckets = [b["Name"] for b in boto3.client("s3").list_buckets()["Buckets"]]
-    assert buckets == ["mlflow-artifacts"]
-    assert "${MLFLOW_BUCKET" in step["environment"]["MLFLOW_BUCKET"]
-    assert any(a.startswith("s3://<MLFLOW_BUCKET>") for a in _mlflow_args()[1])
+# --- every file -----------------------------------------------------------------------------
 
 
 def test_every_definition_starts_with_a_header_comment() -> None:
