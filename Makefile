@@ -30,12 +30,14 @@ test-fast: $(STAMP)
 multinode: $(STAMP)
 	$(PY) -m pytest -m multinode -v tests/multinode
 
+# mypy sees the depthkd packages through a tree of links (.typecheck/, see .ci/typecheck.py)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) .ci/typecheck.py
 
 bench: $(STAMP)
 	$(VENV)/bin/depthkd bench loader --n 1000
 
 clean:
-	rm -rf .depthkd .pytest_cache .ruff_cache
+	rm -rf .depthkd .pytest_cache .ruff_cache .typecheck

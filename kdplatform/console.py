@@ -34,9 +34,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import ray
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 from depthkd.environ import patched_environ
 
@@ -81,7 +84,7 @@ class _Channel:
     """The driver's end of a channel: an `_Inbox` actor, or a queue when Ray is not running."""
 
     def __init__(self) -> None:
-        self._actor = None
+        self._actor: Any = None  # an _Inbox actor handle (Ray types its methods loosely)
         if ray.is_initialized():
             name = f"depthkd-progress-{uuid.uuid4().hex[:12]}"
             namespace = ray.get_runtime_context().namespace
@@ -112,7 +115,8 @@ class ProgressReporter:
     and sends without waiting (the order of one worker's events is kept)."""
 
     def __init__(self, address: str | None, *, stage: str) -> None:
-        self.stage, self._target, self._last_step_event = stage, None, 0.0
+        self.stage, self._last_step_event = stage, 0.0
+        self._target: Any = None  # a local queue or an _Inbox actor handle
         try:
             if address and address.startswith(_LOCAL):
                 self._target = _local_inboxes.get(address)
@@ -190,7 +194,7 @@ class _StageView:
 
     def __init__(self, name: str, console: JobConsole) -> None:
         self.name, self.console = name, console
-        self.bar = None
+        self.bar: tqdm[Any] | None = None
         self.origin: tuple[float, int] = (time.time(), 0)  # worker time and step of the start
         self.quarter = 0  # without a terminal: a progress line per quarter of the stage only
 
@@ -283,7 +287,7 @@ class JobConsole:
         self.lock = threading.RLock()
         self._own_stream = False
         self._log: TextIO | None = None
-        self._saved_streams: tuple[TextIO, TextIO] | None = None
+        self._saved_streams: tuple[TextIO, TextIO] = (sys.stdout, sys.stderr)  # set on entry
         self._saved_fds: list[int] = []
         self._channel: _Channel | None = None
         self._view: _StageView | None = None
@@ -328,11 +332,9 @@ class JobConsole:
             sys.stdout = _Tee(self._saved_streams[0], self._log)
             sys.stderr = _Tee(self._saved_streams[1], self._log)
         else:
-            if self.stream in self._saved_streams and _fd_of(self.stream) in (1, 2):
+            if self.stream in self._saved_streams and (fd := _fd_of(self.stream)) in (1, 2):
                 # the console is fd 1 or 2 itself: keep a copy of it before they go to the log
-                self.stream = os.fdopen(
-                    os.dup(_fd_of(self.stream)), "w", buffering=1, encoding="utf-8"
-                )
+                self.stream = os.fdopen(os.dup(fd), "w", buffering=1, encoding="utf-8")
                 self._own_stream = True
             self._saved_fds = [os.dup(1), os.dup(2)]
             os.dup2(self._log.fileno(), 1)
@@ -397,6 +399,8 @@ class JobConsole:
         while True:
             last = stop.is_set()
             try:
+                # both are set before this thread starts and cleared after it is joined
+                assert self._channel is not None and self._view is not None
                 for event in self._channel.take():
                     self._view.show(event)
             except Exception as exc:

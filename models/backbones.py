@@ -23,8 +23,10 @@ from __future__ import annotations
 import difflib
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import timm
 import torch
@@ -53,6 +55,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file {path} does not exist")
+    state: object
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -99,7 +102,7 @@ class _LoadReport(logging.Handler):
             self.problems.append(message.split(" discovered")[0].split(" found")[0])
 
 
-def _create_timm(name: str, weights: Path | None, **kwargs: object) -> nn.Module:
+def _create_timm(name: str, weights: Path | None, **kwargs: Any) -> nn.Module:
     check_timm_name(name)
     if weights is None:
         return _create_features(name, **kwargs)
@@ -136,22 +139,29 @@ def _expected_mismatch(message: str, name: str, kwargs: dict) -> bool:
     if message.startswith("Missing keys"):
         # the features wrapper forgets which module is the classifier; timm's registry remembers
         cfg = timm.models.get_pretrained_cfg(timm.models.split_model_name_tag(name)[0])
-        classifier = (cfg.classifier if cfg else None) or ()
-        classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
-        return all(k.startswith(tuple(f"{c}." for c in classifier)) for k in keys)
+        # annotated str, but a few registered configs name several heads in a tuple
+        classifier: str | Sequence[str] = (cfg.classifier if cfg else None) or ()
+        heads = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+        return all(k.startswith(tuple(f"{c}." for c in heads)) for k in keys)
     full_kwargs = {k: v for k, v in kwargs.items() if k != "out_indices"}
     with torch.device("meta"):
         full = timm.create_model(name, pretrained=False, **full_kwargs).state_dict()
     return all(k in full for k in keys)
 
 
-def _create_features(name: str, **kwargs: object) -> nn.Module:
+def _create_features(name: str, **kwargs: Any) -> nn.Module:
     try:
         return timm.create_model(name, features_only=True, **kwargs)
     except (RuntimeError, TypeError) as exc:
         raise ConfigError(
             f"backbone {name!r} cannot be built as a feature extractor: {exc}"
         ) from exc
+
+
+def _timm_feature_info(body: nn.Module) -> timm.models.FeatureInfo:
+    """The `feature_info` that timm sets on a `features_only` model (typed here: an attribute
+    read through `nn.Module` is typed `Tensor | Module`)."""
+    return cast(timm.models.FeatureInfo, body.feature_info)
 
 
 class Backbone(nn.Module):
@@ -163,7 +173,7 @@ class Backbone(nn.Module):
         timm_kwargs: passed to `timm.create_model` (e.g. `drop_path_rate`, `embed_dim`).
     """
 
-    def __init__(self, name: str, *, weights: Path | None = None, **timm_kwargs: object) -> None:
+    def __init__(self, name: str, *, weights: Path | None = None, **timm_kwargs: Any) -> None:
         super().__init__()
         self.name = name
         if name.startswith(_SWIN_PREFIXES):
@@ -172,7 +182,7 @@ class Backbone(nn.Module):
             # shifts; at depth resolutions it spans several windows that must exchange context
             timm_kwargs.setdefault("always_partition", True)
         self.body = _create_timm(name, weights, **timm_kwargs)
-        reductions = list(self.body.feature_info.reduction())
+        reductions = list(_timm_feature_info(self.body).reduction())
         missing = [r for r in PYRAMID_REDUCTIONS if r not in reductions]
         if missing:
             raise ConfigError(
@@ -180,7 +190,7 @@ class Backbone(nn.Module):
                 f"needs {list(PYRAMID_REDUCTIONS)} (missing {missing})"
             )
         self._select = [reductions.index(r) for r in PYRAMID_REDUCTIONS]
-        channels = self.body.feature_info.channels()
+        channels = _timm_feature_info(self.body).channels()
         self.feature_info = FeatureInfo(channels=tuple(channels[i] for i in self._select))
         self.input_multiple = PYRAMID_REDUCTIONS[-1]
         self._nhwc = str(getattr(self.body, "output_fmt", "NCHW")).endswith("NHWC")
@@ -213,23 +223,26 @@ class ViTBackbone(nn.Module):
         *,
         weights: Path | None = None,
         reassemble_channels: tuple[int, int, int, int] | None = None,
-        **timm_kwargs: object,
+        **timm_kwargs: Any,
     ) -> None:
         super().__init__()
         self.name = name
         check_timm_name(name)
-        depth = len(timm.create_model(name, pretrained=False, num_classes=0, **timm_kwargs).blocks)
+        # timm's ViTs hold their blocks in one nn.Sequential
+        full = timm.create_model(name, pretrained=False, num_classes=0, **timm_kwargs)
+        depth = len(cast(nn.Sequential, full.blocks))
+        del full  # not kept while the feature model is built
         blocks = tuple(round(depth * (i + 1) / 4) - 1 for i in range(4))
         self.body = _create_timm(
             name, weights, dynamic_img_size=True, out_indices=blocks, **timm_kwargs
         )
-        self.patch = self.body.feature_info.reduction()[-1]
+        self.patch = _timm_feature_info(self.body).reduction()[-1]
         if self.patch not in (8, 16, 32):
             raise ConfigError(
                 f"backbone {name!r} has patch size {self.patch}; the DPT reassembly to strides "
                 "4…32 needs a patch size of 8, 16 or 32"
             )
-        width = self.body.feature_info.channels()[-1]
+        width = _timm_feature_info(self.body).channels()[-1]
         out = reassemble_channels or (width // 4, width // 2, width, width)
         self.project = nn.ModuleList(nn.Conv2d(width, c, 1) for c in out)
         factors = [self.patch / r for r in PYRAMID_REDUCTIONS]  # 4, 2, 1, 1/2 for patch 16
@@ -252,7 +265,7 @@ def _resampler(channels: int, factor: float) -> nn.Module:
 
 
 def build_backbone(
-    name: str, *, weights: Path | None = None, **timm_kwargs: object
+    name: str, *, weights: Path | None = None, **timm_kwargs: Any
 ) -> Backbone | ViTBackbone:
     """The pyramid encoder for timm model `name`: a ViT with reassembly or a CNN/Swin body."""
     cls = ViTBackbone if name.startswith(_VIT_PREFIXES) else Backbone

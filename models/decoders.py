@@ -117,7 +117,8 @@ class DPTDecoder(nn.Module):
         self.fusion = nn.ModuleList(FusionBlock(width) for _ in in_channels)
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
-        x = None
-        for level in range(len(feats) - 1, -1, -1):
+        coarsest = len(feats) - 1
+        x = self.fusion[coarsest](None, self.project[coarsest](feats[coarsest]))
+        for level in range(coarsest - 1, -1, -1):
             x = self.fusion[level](x, self.project[level](feats[level]))
         return x  # (B, width, H/4, W/4)

@@ -3,13 +3,17 @@ they differ in the encoder (efficient CNN vs transformer) and decoder (LG vs DPT
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
 
 from depthkd.models.heads import DepthHead
 from depthkd.models.layers import pad_to_multiple
+
+if TYPE_CHECKING:  # annotations only: importing this module does not load timm
+    from depthkd.models.backbones import Backbone, ViTBackbone
+    from depthkd.models.decoders import DPTDecoder, LGDecoder
 
 
 class DepthOutput(NamedTuple):
@@ -30,8 +34,16 @@ class DepthModel(nn.Module):
         arch: registry name and builder arguments, stored so checkpoints describe themselves.
     """
 
+    mean: torch.Tensor  # (1, 3, 1, 1) buffers, registered in __init__
+    std: torch.Tensor
+
     def __init__(
-        self, backbone: nn.Module, decoder: nn.Module, head: DepthHead, *, arch: dict | None = None
+        self,
+        backbone: Backbone | ViTBackbone,
+        decoder: LGDecoder | DPTDecoder,
+        head: DepthHead,
+        *,
+        arch: dict | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone

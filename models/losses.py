@@ -343,7 +343,7 @@ def cross_distillation_loss(
     labelled = _labelled(gt, valid, 0.0)
     # Detached weights, so NaN in the branch torch.where discards cannot reach any gradient.
     conf = torch.where(labelled, confidence_target(source, gt, temperature=temperature), 0.0)
-    if mode == "rectified":
+    if mode == "rectified" and source_confidence is not None:  # checked above: never None here
         conf = torch.where(labelled, conf, source_confidence.detach().float().clamp(0.0, 1.0))
     used = conf > 0
     diff = (_fill(source, used) - _fill(target_depth, used)).abs()  # (B, 1, H, W)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import torch
 from torch import nn
@@ -21,6 +21,10 @@ from torch import nn
 from depthkd import atomic
 from depthkd.errors import CheckpointError, RegistryError
 from depthkd.models.kinds import ModelKind
+
+if TYPE_CHECKING:  # annotations only: the models are imported where a file is loaded
+    from depthkd.models.depth_model import DepthModel
+    from depthkd.models.ghost import AcclimatedTeacher
 
 _PREFIXES = ("module.", "_orig_mod.")
 
@@ -44,9 +48,9 @@ def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return cleaned
 
 
-def model_payload(model: nn.Module, meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """`{"arch", "state_dict", "meta"}` of a (possibly wrapped) model built by `models.zoo`, on
-    the CPU; `meta` updates the model's own `meta` attribute (if any)."""
+def model_arch(model: nn.Module) -> dict[str, Any]:
+    """The `arch` (kind and builder arguments) of a (possibly wrapped) model built by
+    `models.zoo`; a CheckpointError for any other model."""
     bare = unwrap(model)
     arch = getattr(bare, "arch", None)
     if not isinstance(arch, dict) or not arch.get("kind"):
@@ -54,6 +58,14 @@ def model_payload(model: nn.Module, meta: dict[str, Any] | None = None) -> dict[
             f"{type(bare).__name__} has no arch; cannot export it",
             hint="export models built by models.zoo (build_student, build_teacher, ...)",
         )
+    return arch
+
+
+def model_payload(model: nn.Module, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`{"arch", "state_dict", "meta"}` of a (possibly wrapped) model built by `models.zoo`, on
+    the CPU; `meta` updates the model's own `meta` attribute (if any)."""
+    arch = model_arch(model)
+    bare = unwrap(model)
     state = {k: v.detach().cpu() for k, v in clean_state_dict(bare.state_dict()).items()}
     return {"arch": arch, "state_dict": state, "meta": {**model_meta(bare), **(meta or {})}}
 
@@ -96,12 +108,31 @@ def save_half(src: Path, dst: Path) -> Path:
     return Path(dst)
 
 
+# the kind a file must hold decides the class it rebuilds to (`models.zoo.build_from_arch`)
+@overload
+def load_model(
+    path: Path, *, expect: Literal[ModelKind.ACCLIMATED_TEACHER], source: str | None = None
+) -> AcclimatedTeacher: ...
+@overload
+def load_model(
+    path: Path,
+    *,
+    expect: Literal[ModelKind.STUDENT, ModelKind.TEACHER],
+    source: str | None = None,
+) -> DepthModel: ...
+@overload
 def load_model(
     path: Path,
     *,
     expect: ModelKind | Collection[ModelKind] | None = None,
     source: str | None = None,
-) -> nn.Module:
+) -> DepthModel | AcclimatedTeacher: ...
+def load_model(
+    path: Path,
+    *,
+    expect: ModelKind | Collection[ModelKind] | None = None,
+    source: str | None = None,
+) -> DepthModel | AcclimatedTeacher:
     """Rebuilds the model of a file written by `save_model` and loads its state, in eval mode.
 
     Args:
@@ -138,5 +169,6 @@ def load_model(
     except (KeyError, ValueError, RuntimeError, RegistryError) as exc:
         raise CheckpointError(f"{path} does not rebuild its model (arch {arch!r}): {exc}") from exc
     meta = payload.get("meta") or {}
-    model.meta = dict(meta) if isinstance(meta, dict) else {}
+    # torch annotates Module.__setattr__ for tensors and modules only; any value is accepted
+    model.meta = dict(meta) if isinstance(meta, dict) else {}  # type: ignore[assignment]
     return model.eval()

@@ -111,7 +111,8 @@ class CrossDistillModel(nn.Module):
             self.student.head(s_map, s_size),
             self.student_confidence(s_map, s_size),
         )
-        return DualOutput(*(m[..., :height, :width] for m in maps), coupled=not bypass)
+        t_depth, t_conf, s_depth, s_conf = (m[..., :height, :width] for m in maps)
+        return DualOutput(t_depth, t_conf, s_depth, s_conf, coupled=not bypass)
 
     def export_student(self) -> DepthModel:
         """The stand-alone CNN student (shares parameters with this model)."""

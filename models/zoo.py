@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import timm
 
@@ -33,6 +34,8 @@ class Encoder:
     timm_kwargs: dict = field(default_factory=dict)
     decoder_width: int = 128
 
+
+_Config = TypeVar("_Config", StudentConfig, TeacherConfig)
 
 STUDENTS: Registry[Encoder] = Registry("student")
 TEACHERS: Registry[Encoder] = Registry("teacher")
@@ -204,24 +207,34 @@ def student_feature_channels(cfg: StudentConfig) -> tuple[int, ...]:
     return build_backbone(enc.timm_name, **enc.timm_kwargs).feature_info.channels
 
 
-def build_from_arch(arch: dict) -> DepthModel | AcclimatedTeacher:
+def build_from_arch(arch: dict[str, Any]) -> DepthModel | AcclimatedTeacher:
     """Rebuilds (random init) the model a checkpoint's `arch` describes; load its state after.
 
     Encoder weight files named in the arch are not read again: the checkpoint's state replaces
-    them, and the file may not exist where the checkpoint is loaded."""
-    kind, max_depth = arch.get("kind"), arch.get("max_depth")
-    configs = {
-        key: cls.model_validate({**arch[key], "weights": None})
-        for key, cls in (
-            ("config", TeacherConfig if kind != ModelKind.STUDENT else StudentConfig),
-            ("student", StudentConfig),
-        )
-        if key in arch
-    }
+    them, and the file may not exist where the checkpoint is loaded.
+
+    Raises:
+        KeyError, ValueError: an arch without its configs or max_depth, or an invalid config.
+        RegistryError: an unknown kind.
+    """
+    kind = arch.get("kind")
     if kind == ModelKind.STUDENT:
-        return build_student(configs["config"], max_depth=max_depth)
+        return build_student(
+            _arch_config(arch, "config", StudentConfig), max_depth=arch["max_depth"]
+        )
     if kind == ModelKind.TEACHER:
-        return build_teacher(configs["config"], max_depth=max_depth)
+        return build_teacher(
+            _arch_config(arch, "config", TeacherConfig), max_depth=arch["max_depth"]
+        )
     if kind == ModelKind.ACCLIMATED_TEACHER:
-        return build_acclimated_teacher(configs["config"], configs["student"], max_depth=max_depth)
+        return build_acclimated_teacher(
+            _arch_config(arch, "config", TeacherConfig),
+            _arch_config(arch, "student", StudentConfig),
+            max_depth=arch["max_depth"],
+        )
     raise RegistryError(f"unknown model kind {kind!r} in checkpoint arch")
+
+
+def _arch_config(arch: dict[str, Any], key: str, cls: type[_Config]) -> _Config:
+    """`arch[key]` validated as `cls`, its encoder weight file left out."""
+    return cls.model_validate({**arch[key], "weights": None})

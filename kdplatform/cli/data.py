@@ -247,7 +247,7 @@ def _s3_url(value: str) -> str:
     location = _location(value)
     if not is_remote(location):
         raise argparse.ArgumentTypeError(f"{value!r} is not an s3://bucket/prefix URL")
-    return location
+    return str(location)  # a URL is kept as the string it is
 
 
 def run_upload(args: argparse.Namespace) -> int:

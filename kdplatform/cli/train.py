@@ -102,9 +102,10 @@ def _run(ctx: JobContext, console: JobConsole, started: float) -> None:
             f"  KD gain on {test}: abs_rel {base:.4f} without KD → {kd:.4f} distilled "
             f"(abs_rel {-100 * ctx.kd_gain:+.1f} %)"
         )
-        if ctx.gap_closed is not None:
+        teacher = ctx.teacher_metrics  # not None where gap_closed is not
+        if ctx.gap_closed is not None and teacher is not None:
             say(
-                f"  gap to the teacher ({ctx.teacher_metrics['abs_rel']:.4f}) closed: "
+                f"  gap to the teacher ({teacher['abs_rel']:.4f}) closed: "
                 f"{100 * ctx.gap_closed:.0f} % (no-KD − distilled) / (no-KD − teacher), {test}"
             )
     elif {"supervised", "distill"} <= set(ctx.test_metrics):
@@ -115,6 +116,7 @@ def _run(ctx: JobContext, console: JobConsole, started: float) -> None:
         say(f"  preview: {_preview(models, ctx)}")
     for kind, version in ctx.registered.items():
         say(f"  registered {kind}: {version}")
+    assert ctx.run is not None  # run_job opened the job's run
     say(f"  mlflow run {ctx.run.run_id}; see it in the UI:")
     for text in run_page_lines(ctx.run):
         say(f"    {text}")

@@ -12,7 +12,7 @@ import re
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -25,11 +25,15 @@ M = TypeVar("M", bound=BaseModel)
 _OVERRIDE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)=(.*)$", re.S)
 
 
+@overload
+def load_config(path: Path | None, overrides: Sequence[str] = ()) -> ExperimentConfig: ...
+@overload
+def load_config(path: Path | None, overrides: Sequence[str] = (), *, model: type[M]) -> M: ...
 def load_config(
     path: Path | None,
     overrides: Sequence[str] = (),
-    model: type[M] = ExperimentConfig,  # type: ignore[assignment]
-) -> M:
+    model: type[BaseModel] = ExperimentConfig,
+) -> BaseModel:
     """Reads, overrides and validates a config.
 
     Args:
@@ -102,7 +106,7 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    if data is None:
+    if data is None or node is None:  # an empty file: both are None
         return {}, {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of keys, got {type(data).__name__}")

@@ -120,6 +120,7 @@ class PrepareConfig(StrictModel):
     def _one_dataset(cls, value: Any, info: ValidationInfo) -> Any:
         # An option that the chosen dataset would ignore is an error, not a silent no-op. The
         # defaults (None, False) pass, so a dumped config validates again.
+        assert info.field_name is not None  # pydantic names the field it validates
         owner = {"every": "video", "right_camera": "kitti-raw"}[info.field_name]
         if value not in (None, False) and info.data.get("dataset") != owner:
             raise ValueError(f"only applies to --dataset {owner}")

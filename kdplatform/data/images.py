@@ -41,9 +41,7 @@ def decode_rgb(data: bytes, where: str) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
             ImageOps.exif_transpose(img, in_place=True)
-            if img.mode != "RGB":
-                img = img.convert("RGB")
-            return np.asarray(img)
+            return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error) as exc:
         raise DataError(f"{where}: unreadable or corrupt image ({exc})") from None
 

@@ -130,10 +130,10 @@ def mix_batches(labeled: Batch, unlabeled: Batch) -> Batch:
             "--size H W`), or set data.augment.crop to a size both have",
         )
     zeros = torch.zeros_like(labeled["depth"])
-    filled = {"pseudo": zeros, "confidence": torch.ones_like(zeros)}
+    filled: Batch = {"pseudo": zeros, "confidence": torch.ones_like(zeros)}
     mixed: Batch = {}
     for name, value in unlabeled.items():
-        first = labeled.get(name, filled.get(name))
+        first = labeled[name] if name in labeled else filled[name]
         mixed[name] = first + value if isinstance(value, list) else torch.cat([first, value])
     return mixed
 

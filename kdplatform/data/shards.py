@@ -336,7 +336,7 @@ def _drop_split(out: Path, split: str) -> None:
 
 
 def _update_manifest(out: Path, split: str, entry: dict[str, Any]) -> None:
-    manifest = (
+    manifest: dict[str, Any] = (
         read_manifest(out)
         if (out / MANIFEST).exists()
         else {"format": FORMAT, "format_version": FORMAT_VERSION, "splits": {}}

@@ -107,7 +107,8 @@ def split_by_group(
             f"val by {group_by} needs at least 2"
         )
     val_groups = _choose_val(sizes, val_fraction * len(lines), random.Random(seed))
-    train, val = [], []
+    train: list[str] = []
+    val: list[str] = []
     for line, group in zip(lines, groups, strict=True):
         (val if group in val_groups else train).append(text[line.lineno - 1])
     return GroupSplit(

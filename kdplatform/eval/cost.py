@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
 import torch
@@ -40,13 +40,14 @@ def count_params(module: nn.Module) -> int:
 
 def count_flops(run: Callable[[], object]) -> dict[str, int]:
     """FLOPs of `run()` per module path (`"Global"` is the total)."""
-    with torch.inference_mode(), FlopCounterMode(display=False, depth=None) as counter:
+    # depth only limits the printed table, and display=False prints none
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         run()
     return {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
 
 
 def median_latencies_ms(
-    runs: dict[str, Callable[[], object]], *, repeats: int, warmup: int
+    runs: Mapping[str, Callable[[], object]], *, repeats: int, warmup: int
 ) -> dict[str, float]:
     """Median latency of each run; the runs take turns within every repeat, so load changes on a
     noisy machine hit all of them alike and their ratios stay fair."""

@@ -119,9 +119,9 @@ def evaluate_pngs(
             f"{missing[0]}",
             hint="pass --allow-missing to skip (and count) them",
         )
-    for rel in missing:
+    for name in missing:
         sums.add(None)
-        skipped.append((rel, "no prediction file"))
+        skipped.append((name, "no prediction file"))
     # disable=None hides the bar when stderr is not a terminal (logs, CI, tests).
     bar = tqdm(
         preds,

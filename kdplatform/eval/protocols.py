@@ -147,9 +147,8 @@ def crop_box(crop: CropName, height: int, width: int) -> tuple[int, int, int, in
         top, bottom, left, right = NYU_EIGEN_BOX
         sy, sx = height / NYU_SIZE[0], width / NYU_SIZE[1]
         return int(top * sy), int(bottom * sy), int(left * sx), int(right * sx)
-    fractions = {"garg": GARG_CROP, "eigen": EIGEN_CROP}[crop]
-    top, bottom, left, right = fractions
-    return int(top * height), int(bottom * height), int(left * width), int(right * width)
+    f_top, f_bottom, f_left, f_right = {"garg": GARG_CROP, "eigen": EIGEN_CROP}[crop]
+    return int(f_top * height), int(f_bottom * height), int(f_left * width), int(f_right * width)
 
 
 def kb_crop_offsets(height: int, width: int) -> tuple[int, int]:

@@ -5,7 +5,6 @@ into per-image metrics under a protocol (training-time evaluation and `depthkd e
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,8 +15,9 @@ from depthkd.data.loader import eval_loader
 from depthkd.errors import ConfigError
 from depthkd.eval.metrics import MetricSums
 from depthkd.eval.protocols import Protocol, evaluate_image, get_protocol, model_input_box
-from depthkd.eval.tta import predict_with_flip
+from depthkd.eval.tta import TTAMode, predict_with_flip
 from depthkd.models.ghost import AcclimatedTeacher
+from depthkd.storage import Location
 
 Predict = Callable[[torch.Tensor], torch.Tensor]
 
@@ -28,7 +28,7 @@ def evaluate_batches(
     batches: Iterable[dict[str, Any]],
     protocol: Protocol | str,
     *,
-    tta: str = "none",
+    tta: TTAMode = "none",
     device: torch.device | str = "cpu",
     max_batches: int | None = None,
     on_first: Callable[[dict[str, Any], torch.Tensor], None] | None = None,
@@ -62,12 +62,12 @@ def evaluate_batches(
 
 def evaluate_split(
     model: nn.Module,
-    shards: Path,
+    shards: Location,
     split: str,
     data: DataConfig,
     protocol: Protocol | str,
     *,
-    tta: str = "none",
+    tta: TTAMode = "none",
 ) -> MetricSums:
     """Metric sums of a depth model over every sample of one shard split, in this process.
 

@@ -20,6 +20,7 @@ from torch import nn
 from depthkd.errors import ConfigError
 from depthkd.eval.cost import median_latencies_ms
 from depthkd.inference.predictor import META_KEY, Predictor, load_predictor, model_predictor
+from depthkd.models.depth_model import DepthModel
 from depthkd.models.kinds import ModelKind
 from depthkd.models.serialization import model_meta
 
@@ -112,10 +113,12 @@ def export_model(
     )
 
 
-def _model_of(ref: str) -> nn.Module:
+def _model_of(ref: str) -> DepthModel:
     from depthkd.tracking.references import load_model_reference
 
-    return load_model_reference(ref, expect=ModelKind.STUDENT).eval()
+    model = load_model_reference(ref, expect=ModelKind.STUDENT)
+    assert isinstance(model, DepthModel)  # what a student's file rebuilds to
+    return model.eval()
 
 
 def _export_onnx(
@@ -134,6 +137,7 @@ def _export_onnx(
         output_names=["depth"],
         dynamic_shapes=shapes,
     )
+    assert program is not None  # None only without dynamo=True
     program.model.metadata_props[META_KEY] = json.dumps(meta)
     program.save(str(out))
     return int(program.model.opset_imports[""])
@@ -153,7 +157,7 @@ def _torchscript_predictor(path: Path, like: Predictor, size: tuple[int, int]) -
 def _fit(image: np.ndarray, height: int, width: int) -> np.ndarray:
     from PIL import Image
 
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
 
 
 def _max_abs(a: Predictor, b: Predictor, image: np.ndarray) -> float:

@@ -138,12 +138,14 @@ def _onnx_predictor(path: Path) -> Predictor:
 
 
 def _resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
+    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR))
 
 
 def _resize_depth(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     resized = Image.fromarray(depth.astype(np.float32), mode="F")
-    return np.asarray(resized.resize((size[1], size[0]), Image.BILINEAR), dtype=np.float32)
+    return np.asarray(
+        resized.resize((size[1], size[0]), Image.Resampling.BILINEAR), dtype=np.float32
+    )
 
 
 def _pad_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -17,6 +17,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -27,6 +28,7 @@ from depthkd.errors import ConfigError, RegistryError
 from depthkd.locking import exclusive_lock
 from depthkd.metric_names import HEADLINE_METRICS
 from depthkd.promotion.policy import Decision, decide
+from depthkd.storage import Location
 from depthkd.tracking import promotion as registry
 from depthkd.tracking.model_registry import load_registered_model
 from depthkd.tracking.promotion import VersionInfo
@@ -38,7 +40,7 @@ LATENCY_REPEATS, LATENCY_WARMUP = 10, 2
 class EvaluationSet:
     """Where both models are evaluated: one split of one shard set under one protocol."""
 
-    shards: Path
+    shards: Location
     split: str
     protocol: str
     dataset: str  # family of the data the shards were prepared from (nyu, kitti, custom)
@@ -252,7 +254,7 @@ def _record(
 ) -> str:
     name = cfg.tracking.student_model
     shown = dict.fromkeys([cfg.promotion.metric, *cfg.promotion.guards, *HEADLINE_METRICS])
-    record = {
+    record: dict[str, Any] = {
         "decision": decision,
         "reason": outcome.decision.reason,
         "time": registry.now_text(),

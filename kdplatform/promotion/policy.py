@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from depthkd.config.schema import PromotionConfig
+from depthkd.config.schema import LatencyBudget, PromotionConfig
 from depthkd.metric_names import HIGHER_IS_BETTER
 
 
@@ -63,7 +63,7 @@ def decide(
     """Promote or refuse, with every check; the first failed check is the reason."""
     checks = [_finite(challenger, policy)]
     if policy.budget is not None:
-        checks.append(_budget(latency_ms, policy))
+        checks.append(_budget(latency_ms, policy.budget))
     broken = champion is not None and not _finite(champion, policy).passed
     if champion is None or broken:  # a champion without finite metrics cannot be beaten
         checks += [_floor(m, challenger[m], limit) for m, limit in policy.floor.items()]
@@ -100,8 +100,7 @@ def _finite(challenger: Mapping[str, float], policy: PromotionConfig) -> Check:
     )
 
 
-def _budget(latency_ms: float | None, policy: PromotionConfig) -> Check:
-    budget = policy.budget
+def _budget(latency_ms: float | None, budget: LatencyBudget) -> Check:
     size = f"{budget.height}x{budget.width}"
     if latency_ms is None:
         return Check("budget", f"latency@{size}", math.nan, budget.ms, False, "not measured")

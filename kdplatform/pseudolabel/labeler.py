@@ -47,7 +47,7 @@ def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """`rgb` (H, W, 3) uint8 resized bilinearly to `size` (height, width); as is when equal."""
     if rgb.shape[:2] == tuple(size):
         return rgb
-    return np.asarray(Image.fromarray(rgb).resize((size[1], size[0]), Image.BILINEAR))
+    return np.asarray(Image.fromarray(rgb).resize((size[1], size[0]), Image.Resampling.BILINEAR))
 
 
 def prepare_frames(
@@ -123,7 +123,7 @@ def label_batch(
 
 def output_sample(row: dict[str, Any]) -> dict[str, Any]:
     """An output row as the shard sample `webdataset.TarWriter` writes (no empty files)."""
-    sample = {"__key__": str(row["key"])}
+    sample: dict[str, Any] = {"__key__": str(row["key"])}
     for name, column in OUTPUT_FILES.items():
         data = bytes(row[column])
         if data:
@@ -160,7 +160,7 @@ class Labeler:
         data = ray.get(model) if isinstance(model, ray.ObjectRef) else model
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = load_teacher(data).to(self.device)
-        self.size, self.depth_scale, self.resize = tuple(size), depth_scale, resize
+        self.size, self.depth_scale, self.resize = (size[0], size[1]), depth_scale, resize
         self.node_id = ray.get_runtime_context().get_node_id()
         self.pid = os.getpid()
 

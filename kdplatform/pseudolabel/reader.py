@@ -39,7 +39,8 @@ def shard_rows(item: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 def _samples(url: str, name: str) -> Iterator[tuple[str, dict[str, bytes]]]:
     """(key, {extension: bytes}) of consecutive members sharing a key, streamed."""
-    key, files = None, {}
+    key = ""
+    files: dict[str, bytes] = {}
     try:
         with storage.open_read(url) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:

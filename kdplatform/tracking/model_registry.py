@@ -34,7 +34,7 @@ import depthkd
 import depthkd.models
 from depthkd.errors import CheckpointError, RegistryError
 from depthkd.models.kinds import ModelKind
-from depthkd.models.serialization import load_model, save_model, unwrap
+from depthkd.models.serialization import load_model, model_arch, save_model
 from depthkd.tracking.runs import JobRun
 from depthkd.tracking.store import client_for, pinned_tracking_uri, tracking_uri
 
@@ -90,7 +90,7 @@ def log_depth_model(run: JobRun, model: nn.Module, *, name: str = "student", ste
             experiment_id=run.experiment_id,
             name=name,
             source_run_id=run.run_id,
-            tags={"depthkd.kind": unwrap(model).arch["kind"]},
+            tags={"depthkd.kind": model_arch(model)["kind"]},
         )
         info = Model.log(
             artifact_path=None,

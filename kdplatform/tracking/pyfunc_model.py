@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import mlflow.models
-import mlflow.pyfunc
 import numpy as np
 import torch
+from mlflow.pyfunc import PythonModel
 
 from depthkd.errors import DataError
 from depthkd.models.serialization import load_model
 from depthkd.tracking.model_registry import WEIGHTS_ARTIFACT
 
 
-class DepthPyfuncModel(mlflow.pyfunc.PythonModel):
+class DepthPyfuncModel(PythonModel):
     """Predicts metric depth `(H, W)` float32 for an RGB `(H, W, 3)` uint8 image.
 
     Runs on the first CUDA device when there is one.

@@ -117,7 +117,8 @@ def pinned_tracking_uri(uri: str) -> Iterator[None]:
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(before)  # None unsets both the global and the variable
+        # None unsets both the global and the variable (mlflow annotates `str | Path` only)
+        mlflow.set_tracking_uri(before)  # type: ignore[arg-type]
         if before is not None:
             os.environ["MLFLOW_TRACKING_URI"] = before
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -22,7 +22,10 @@ def rng_state() -> dict[str, Any]:
     """Python, NumPy, torch CPU and (where CUDA is available) per-device CUDA RNG state, in types
     `weights_only` loading accepts, so a resumed run draws the same numbers on GPU as well (the
     fp16 grad scaler's state is the strategy's, see `strategy.DDPStrategy.save`)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    # numpy's stub types this call by its legacy=False overload; the default, legacy=True, gives
+    # the MT19937 tuple
+    numpy_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
+    kind, keys, pos, has_gauss, gauss = numpy_state
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],

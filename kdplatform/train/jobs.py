@@ -35,7 +35,7 @@ from depthkd.raycluster import ensure_ray
 from depthkd.storage import Location
 from depthkd.tracking.datasets import log_dataset_input
 from depthkd.tracking.logger import RunLogger
-from depthkd.tracking.runs import finish_job_run, open_job_run
+from depthkd.tracking.runs import RunEndStatus, finish_job_run, open_job_run
 from depthkd.tracking.store import tracking_uri
 from depthkd.train.finished import finished_result, record_finished
 from depthkd.train.job_context import JobContext
@@ -156,7 +156,7 @@ def _run_job(ctx: JobContext, *, log: Log, progress: StageProgress | None) -> Jo
         )
     logger = RunLogger(ctx.run, system_metrics_interval=None)  # workers sample their nodes
     logger.log_text(dump_config(cfg), "config.yaml")
-    status = "FAILED"
+    status: RunEndStatus = "FAILED"
     available = dict(ctx.inputs)
     try:
         report_given_teachers(ctx, logger, log)

@@ -197,7 +197,8 @@ def run_stage(
             resources_per_worker=_worker_resources(train) if train.workers else None,
             placement_strategy=train.placement,
         ),
-        run_config=RunConfig(
+        # mypy sees Ray Train v1's RunConfig; v2's, the one used at run time, has worker_runtime_env
+        run_config=RunConfig(  # type: ignore[call-arg]
             name=name,
             **_ray_storage(root),
             checkpoint_config=CheckpointConfig(num_to_keep=train.keep_checkpoints),

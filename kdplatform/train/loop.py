@@ -198,15 +198,16 @@ class _Runner:
         epoch, skip = divmod(start_micro, per_epoch)
         data = self.cfg.data
         ratio = self.stage.unlabeled_ratio
-        if ratio > 0 and not self.job.unlabeled:
+        unlabeled = self.job.unlabeled
+        if ratio > 0 and not unlabeled:
             raise ValueError(f"stage {self.stage.name} mixes in unlabeled frames but got none")
         while True:
-            if ratio > 0:
+            if ratio > 0 and unlabeled:  # (given whenever ratio > 0, as checked above)
                 stream = mixed_train_loader(
                     self.shards,
                     data.train_split,
                     data,
-                    pseudo_labels=self.job.unlabeled,
+                    pseudo_labels=unlabeled,
                     pseudo_split=data.pseudo_split,
                     ratio=ratio,
                     seed=self.cfg.seed,
@@ -307,7 +308,7 @@ class _Runner:
             "train_samples": self.train_samples,
             "eval_images": self.eval_images,
         }
-        records = [mine]
+        records: list[Any] = [mine]
         if world > 1 and dist.is_available() and dist.is_initialized():
             records = [None] * world
             dist.all_gather_object(records, mine)

@@ -89,6 +89,7 @@ def _resolve_model(
 ) -> Path:
     """The model `ref` names, checked (`_check_model`), as a local file of this job."""
     path = Path(ref).expanduser()
+    model: nn.Module
     try:
         if external and _is_state_dict_file(ref):
             model = load_external_teacher(
@@ -105,7 +106,7 @@ def _resolve_model(
     return save_model(model, ctx.out_dir / "inputs" / name)
 
 
-def resolve_inputs(ctx: JobContext) -> dict[str, Path]:
+def resolve_inputs(ctx: JobContext) -> dict[ModelKind, Path]:
     """The models the config names for the job's stages, by kind, each checked on the driver:
     `model.teacher.checkpoint` (a depth teacher), `acclimate.ghost_from` (a trained student),
     `distill.teacher` (a teacher acclimated for this student and teacher)."""

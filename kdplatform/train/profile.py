@@ -4,12 +4,12 @@ evaluation protocol, read from the shard manifest (the train loop itself knows n
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from depthkd.config.schema import ExperimentConfig
 from depthkd.data.constants import KITTI_MAX_DEPTH, NYU_MAX_DEPTH
 from depthkd.data.shards import split_entry
 from depthkd.errors import ConfigError
+from depthkd.storage import Location
 
 # dataset family → (depth cap, SILog GT threshold as BTS/URCDC, default protocol)
 _FAMILIES = {
@@ -30,26 +30,24 @@ class DataProfile:
         return asdict(self)
 
 
-def data_profile(cfg: ExperimentConfig, shards: Path) -> DataProfile:
+def data_profile(cfg: ExperimentConfig, shards: Location) -> DataProfile:
     """Depth range, loss threshold and protocol for `cfg`: explicit settings win, then the family
     of the dataset the train split was prepared from."""
     source = split_entry(shards, cfg.data.train_split).get("source", {}).get("dataset", "")
     family = _FAMILY_OF_SOURCE.get(source, "custom")
     if family == "custom":
-        missing = [
-            key
-            for key, value in (
-                ("model.max_depth", cfg.model.max_depth),
-                ("eval.protocol", cfg.eval.protocol),
-            )
-            if value is None
-        ]
-        if missing:
+        max_depth, protocol = cfg.model.max_depth, cfg.eval.protocol
+        if max_depth is None or protocol is None:
+            missing = [
+                key
+                for key, value in (("model.max_depth", max_depth), ("eval.protocol", protocol))
+                if value is None
+            ]
             raise ConfigError(
                 f"shards in {shards} come from a {source!r} source with no known depth range: "
                 f"set {' and '.join(missing)}"
             )
-        return DataProfile(family, cfg.model.max_depth, 0.1, cfg.eval.protocol)
+        return DataProfile(family, max_depth, 0.1, protocol)
     return family_profile(cfg, family)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from depthkd.config.schema import ExperimentConfig
 from depthkd.models.kinds import ModelKind
-from depthkd.models.serialization import load_model
+from depthkd.models.serialization import load_model, model_arch
 from depthkd.tracking import model_registry
 from depthkd.train.job_context import JobContext
 from depthkd.train.launcher import StageResult
@@ -69,6 +69,7 @@ def register_stage(ctx: JobContext, result: StageResult, *, final: bool) -> None
     """Logs the stage's exports to the run and registers the teachers and the job's final
     student (a baseline trained on the way, for the ghost decoder, is logged only)."""
     cfg = ctx.cfg
+    assert ctx.run is not None  # the job opens its run before the first stage
     produces = STAGES.get(result.stage).produces
     for role, path in result.exports.items():
         model = load_model(path)
@@ -87,6 +88,6 @@ def register_stage(ctx: JobContext, result: StageResult, *, final: bool) -> None
             test_metrics=ctx.test_metrics.get(result.stage, {}),
         )
         if kind == ModelKind.ACCLIMATED_TEACHER:  # its ghost decoder is shaped for one student
-            tags |= fitted_student_tags(model.arch["student"])
+            tags |= fitted_student_tags(model_arch(model)["student"])
         version = model_registry.register_model(uri, name, alias=alias, tags=tags)
         ctx.registered[kind] = f"{name} v{version} @{alias}"

@@ -28,6 +28,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -38,7 +39,7 @@ from depthkd.models.depth_model import DepthModel
 from depthkd.models.ghost import AcclimatedTeacher
 from depthkd.models.kinds import ModelKind
 from depthkd.models.serialization import load_model
-from depthkd.models.urcdc import bypass_schedule
+from depthkd.models.urcdc import CrossDistillModel, bypass_schedule
 from depthkd.models.zoo import (
     build_acclimated_teacher,
     build_cross_distill,
@@ -47,6 +48,8 @@ from depthkd.models.zoo import (
 )
 from depthkd.registry import Registry
 from depthkd.train.profile import DataProfile
+
+_Model = TypeVar("_Model", bound=nn.Module)
 
 Batch = dict[str, Tensor]
 
@@ -135,6 +138,7 @@ def distill_step(
             min_depth=loss.min_depth or min_depth,
         )
     if uses_features or "response_kd" in weights:
+        assert teacher is not None, "attentive_kd and response_kd need the teacher"
         with torch.no_grad():
             target = teacher(batch["image"])
         if uses_features:
@@ -217,7 +221,7 @@ class Stage:
         model: the trainable module (wrapped by DDP / DeepSpeed in the loop).
         step: `(wrapped_model, batch, step_index) -> terms` for one micro-batch.
         predict: `(model, images) -> depth` used by evaluation (the unwrapped model).
-        exports: `model -> {registered role: DepthModel}` written by the driver at the end.
+        exports: `model -> {registered role: model}` written by the driver at the end.
         encoder_params: parameter ids that get `optim.backbone_lr_mult`.
         find_unused_parameters: DDP flag; True where some steps skip parts of the model.
         on_step: hook called before each optimizer step (schedules, freezing).
@@ -232,7 +236,7 @@ class Stage:
     model: nn.Module
     step: Callable[[nn.Module, Batch, int], dict[str, Tensor]]
     predict: Callable[[nn.Module, Tensor], Tensor]
-    exports: Callable[[nn.Module], dict[str, DepthModel]]
+    exports: Callable[[nn.Module], dict[str, nn.Module]]
     encoder_params: set[int] = field(default_factory=set)
     find_unused_parameters: bool = False
     on_step: Callable[[nn.Module, int], None] = lambda model, step: None
@@ -384,7 +388,7 @@ def acclimate_stage(cfg: ExperimentConfig, profile: DataProfile, inputs: dict[st
 
     def fix_ghost(module: nn.Module, step: int) -> None:
         # every step: the loop puts the whole model back in train mode after each evaluation
-        _fix(frozen_ghost_part(cfg, _unwrap(module), step))
+        _fix(frozen_ghost_part(cfg, _unwrap(module, AcclimatedTeacher), step))
 
     return Stage(
         name="acclimate",
@@ -459,7 +463,7 @@ def cross_distill_stage(
     _start_from_teacher(model.teacher, inputs)
 
     def step(m: nn.Module, batch: Batch, index: int) -> dict[str, Tensor]:
-        p = _unwrap(m).p_bypass
+        p = _unwrap(m, CrossDistillModel).p_bypass
         # drawn from (seed, step), not a global RNG: every rank takes the same branch
         draw = zlib.crc32(f"{cfg.seed}:{index}".encode()) / 2**32
         if stage_cfg.schedule == "sum":
@@ -477,7 +481,7 @@ def cross_distill_stage(
         )
 
     def anneal(m: nn.Module, index: int) -> None:
-        _unwrap(m).p_bypass = bypass_schedule(
+        _unwrap(m, CrossDistillModel).p_bypass = bypass_schedule(
             index, stage_cfg.steps, start=stage_cfg.p_bypass, anneal_from=stage_cfg.anneal_from
         )
 
@@ -487,7 +491,7 @@ def cross_distill_stage(
         model=model,
         step=step,
         predict=lambda m, images: m(images, bypass=True).student_depth,
-        exports=lambda m: {"student": m.export_student()},
+        exports=lambda m: {"student": _unwrap(m, CrossDistillModel).export_student()},
         encoder_params=_encoder_ids(model.teacher, model.student),
         find_unused_parameters=True,
         on_step=anneal,
@@ -495,6 +499,9 @@ def cross_distill_stage(
     )
 
 
-def _unwrap(module: nn.Module) -> nn.Module:
-    """The model inside a DDP / DeepSpeed wrapper."""
-    return getattr(module, "module", module)
+def _unwrap(module: nn.Module, cls: type[_Model]) -> _Model:
+    """The `cls` model inside a DDP / DeepSpeed wrapper (or `module` itself)."""
+    inner = getattr(module, "module", module)
+    if not isinstance(inner, cls):
+        raise TypeError(f"expected a {cls.__name__}, got {type(inner).__name__}")
+    return inner

@@ -108,7 +108,7 @@ class Strategy(ABC):
 
     def lr(self) -> float:
         """The decoder (last group's) learning rate after the latest step."""
-        return self.scheduler.get_last_lr()[-1]
+        return float(self.scheduler.get_last_lr()[-1])
 
     @abstractmethod
     def save(self, directory: Path, step: int) -> dict[str, Any]:

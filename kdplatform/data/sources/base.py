@@ -123,6 +123,7 @@ class Source(ABC):
 
     def encode(self, sample: RawSample) -> EncodedSample:
         """Reads and checks an rgb/depth file pair; the rgb and depth bytes are kept unchanged."""
+        assert sample.rgb is not None  # sources without rgb files override encode
         rgb_bytes = images.read_bytes(sample.rgb, "rgb", sample.where)
         ext = images.rgb_extension(rgb_bytes, f"{sample.where}: {sample.rgb}")
         height, width = images.decode_rgb(rgb_bytes, f"{sample.where}: {sample.rgb}").shape[:2]

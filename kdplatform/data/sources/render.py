@@ -451,8 +451,8 @@ def _face_code(is_x: np.ndarray, is_y: np.ndarray, rays: Sequence[np.ndarray]) -
 
 def _draw_box(cv: _Canvas, lo: Sequence[float], hi: Sequence[float], material: int) -> None:
     """Z-buffer an axis-aligned box [lo, hi], the camera being outside it."""
-    lo, hi = np.asarray(lo, np.float32), np.asarray(hi, np.float32)
-    _draw(cv, lo, hi, partial(_box_band, lo, hi, np.uint8(material)))
+    lo_a, hi_a = np.asarray(lo, np.float32), np.asarray(hi, np.float32)
+    _draw(cv, lo_a, hi_a, partial(_box_band, lo_a, hi_a, np.uint8(material)))
 
 
 def _draw_sphere(cv: _Canvas, centre: Sequence[float], radius: float, material: int) -> None:

@@ -253,7 +253,7 @@ def _roots(layout: str, out: Path) -> tuple[Path, Path | None]:
 
 
 def _write_sample(
-    layout: str, out: Path, seed: int, height: int, width: int, job: tuple[int, bool]
+    layout: Layout, out: Path, seed: int, height: int, width: int, job: tuple[int, bool]
 ) -> _Row:
     """Render and write sample `job[0]`; return its RGB and GT paths as listed in the splits."""
     index, with_gt = job

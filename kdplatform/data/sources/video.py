@@ -111,10 +111,10 @@ class VideoSource(Source):
                 continue
             self._keyframes[path] = keyframes
             rel = path.relative_to(base)
-            listed.extend(
-                _Frame(path, rel, k, pts[k], None if pts[k] is None else float(pts[k] * time_base))
-                for k in range(0, len(pts), self.every)
-            )
+            for k in range(0, len(pts), self.every):
+                stamp = pts[k]
+                seconds = None if stamp is None else float(stamp * time_base)
+                listed.append(_Frame(path, rel, k, stamp, seconds))
         return listed
 
     def sample(self, line: _Frame | _Unreadable) -> RawSample:
@@ -139,7 +139,7 @@ class VideoSource(Source):
             self._reader = _Reader(sample.rgb)
         keyframe = self._keyframe_before(sample.rgb, pts)
         frame = self._reader.frame(index, pts, keyframe, sample.where)
-        rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8
+        rgb: np.ndarray = frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8
         quarter_turns = round((frame.rotation or 0) / 90) % 4  # counter-clockwise
         if quarter_turns:
             rgb = np.ascontiguousarray(np.rot90(rgb, quarter_turns))
@@ -170,7 +170,7 @@ class VideoSource(Source):
         }
 
 
-def _index(path: Path) -> tuple[list[int | None], list[int], float]:
+def _index(path: Path) -> tuple[list[int] | list[None], list[int], float]:
     """Demuxes (does not decode) the first video stream of a file.
 
     Returns:
@@ -192,9 +192,11 @@ def _index(path: Path) -> tuple[list[int | None], list[int], float]:
         raise DataError(f"{path}: unreadable or corrupt video ({exc})") from None
     if not packets:
         raise DataError(f"{path}: the video stream holds no frames")
-    if any(pts is None for pts, _ in packets):
+    stamps = [pts for pts, _ in packets if pts is not None]
+    if len(stamps) < len(packets):
         return [None] * len(packets), [], time_base
-    return sorted(p for p, _ in packets), sorted(p for p, key in packets if key), time_base
+    keyframes = [pts for pts, key in packets if key and pts is not None]
+    return sorted(stamps), sorted(keyframes), time_base
 
 
 class _Reader:
@@ -233,19 +235,24 @@ class _Reader:
     def frame(self, index: int, pts: int | None, keyframe: int | None, where: str) -> av.VideoFrame:
         """Frame `index` (timestamp `pts`), decoding on from the current position when the
         decoder already stands past `keyframe`, otherwise after a seek (or reopen)."""
-        timed = pts is not None
-        target = pts if timed else index
-        start = keyframe if timed else -1
-        if self._at is None or start is None or not start <= self._at < target:
-            self._restart(keyframe if timed else None)
+        target = index if pts is None else pts
+        start = -1 if pts is None else keyframe
+        at = self._at
+        if at is None or start is None or not start <= at < target:
+            self._restart(None if pts is None else keyframe)
+            at = -1
         try:
             for frame in self._frames:
-                if timed and frame.pts is None:
+                if pts is None:
+                    at += 1
+                elif frame.pts is None:
                     continue
-                self._at = frame.pts if timed else self._at + 1
-                if self._at == target:
+                else:
+                    at = frame.pts
+                self._at = at
+                if at == target:
                     return frame
-                if self._at > target:
+                if at > target:
                     break
         except av.FFmpegError as exc:
             self._at = None
