@@ -200,21 +200,22 @@ def _run_stage(
     progress: StageProgress | None,
 ) -> StageResult:
     """Runs (or resumes) `stage` on Ray Train, first labelling the frames it mixes in."""
-    cfg = ctx.cfg
+    cfg, run = ctx.cfg, ctx.run
+    assert run is not None  # opened by _run_job before any stage
     unlabeled = None
     if mixes_unlabeled(cfg, stage):
         teacher = available.get(ModelKind.ACCLIMATED_TEACHER) or available.get(ModelKind.TEACHER)
         unlabeled = unlabeled_frames(
             cfg, stage, ctx.shards, teacher=teacher, out_dir=ctx.out_dir, log=log
         )
-        log_dataset_input(ctx.run.run_id, unlabeled, uri=ctx.run.tracking_uri)
+        log_dataset_input(run.run_id, unlabeled, uri=run.tracking_uri)
     with progress.stage(stage) if progress else contextlib.nullcontext() as channel:
         return run_stage(
             cfg,
             stage,
             shards=ctx.shards,
             profile=ctx.profile,
-            run=ctx.run,
+            run=run,
             inputs=inputs,
             out_dir=ctx.out_dir / stage,
             progress=channel,
