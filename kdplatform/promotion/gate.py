@@ -32,6 +32,7 @@ from depthkd.storage import Location
 from depthkd.tracking import promotion as registry
 from depthkd.tracking.model_registry import load_registered_model
 from depthkd.tracking.promotion import VersionInfo
+from depthkd.train.registration import data_source
 
 LATENCY_REPEATS, LATENCY_WARMUP = 10, 2
 
@@ -45,6 +46,7 @@ class EvaluationSet:
     protocol: str
     dataset: str  # family of the data the shards were prepared from (nyu, kitti, custom)
     fingerprint: str  # the split's manifest fingerprint
+    source: str  # `registration.data_source`: the bundled synthetic set or prepared shards
 
     def describe(self) -> str:
         return (
@@ -86,6 +88,7 @@ def evaluation_set(cfg: ExperimentConfig) -> EvaluationSet:
         protocol=profile.protocol,
         dataset=profile.family,
         fingerprint=splits[split]["fingerprint"][:16],
+        source=data_source(cfg),
     )
 
 
@@ -106,6 +109,12 @@ def not_comparable(version: VersionInfo, evaluation: EvaluationSet) -> str | Non
         return (
             f"v{version.version} is evaluated under {protocol}, "
             f"the evaluation set under {evaluation.protocol}"
+        )
+    source = version.tags.get("data_source")  # absent on versions registered before it
+    if source is not None and source != evaluation.source:
+        return (
+            f"v{version.version} was trained on {source} data, the evaluation set is "
+            f"{evaluation.source} (give the gate the config it was trained with: --config)"
         )
     return None
 

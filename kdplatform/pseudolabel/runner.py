@@ -296,7 +296,12 @@ def _label_pending(
                 Labeler,
                 batch_size=batch_size,
                 batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=plan.actors),
+                # one batch per actor at a time: Ray Data hands a block to an actor on the
+                # node that holds it while that actor has room, so with more in flight the
+                # readers' node took every batch of a small pass and the other nodes idled
+                compute=ray.data.ActorPoolStrategy(
+                    size=plan.actors, max_tasks_in_flight_per_actor=1
+                ),
                 num_cpus=plan.num_cpus,
                 num_gpus=plan.num_gpus,
                 fn_constructor_kwargs={

@@ -69,10 +69,16 @@ def cfg(home: Path, shards: Path) -> ExperimentConfig:
     return with_values(tiny_config(home), {"data.shards": str(shards)})
 
 
-def _register(student: Student, *, dataset: str = "nyu", protocol: str = "nyu-eigen") -> int:
+def _register(
+    student: Student,
+    *,
+    dataset: str = "nyu",
+    protocol: str = "nyu-eigen",
+    source: str = "prepared-shards",
+) -> int:
     run = open_job_run(experiment="tests", job_id=f"student-{student.seed}")
     uri = log_depth_model(run, load_model(student.path), name="student")
-    tags = {"dataset": dataset, "protocol": protocol}
+    tags = {"dataset": dataset, "protocol": protocol, "data_source": source}
     return register_model(uri, NAME, alias="challenger", tags=tags)
 
 
@@ -191,6 +197,21 @@ def test_other_dataset_or_protocol_is_not_comparable(
         "not comparable: v1 was trained for kitti, the evaluation set is nyu"
     )
     assert outcome.challenger_metrics is None  # refused before any evaluation
+
+
+def test_a_model_of_real_data_is_not_judged_on_the_bundled_frames_nor_the_reverse(
+    cfg: ExperimentConfig, home: Path, students: dict[int, Student]
+) -> None:
+    """`depthkd promote` without --config evaluates on the bundled synthetic set: a student
+    trained on prepared (real) NYU shards, tagged nyu like it, is refused there, and the other
+    way round (the gate's set here is prepared shards)."""
+    _register(students[0], source="bundled-synthetic")
+    outcome = run_gate(cfg, log=lambda *_: None)
+    assert not outcome.promoted and outcome.challenger_metrics is None
+    assert outcome.decision.reason == (
+        "not comparable: v1 was trained on bundled-synthetic data, the evaluation set is "
+        "prepared-shards (give the gate the config it was trained with: --config)"
+    )
 
 
 def test_a_first_challenger_below_the_floor_is_refused(

@@ -185,7 +185,7 @@ def test_pyfunc_loads_in_a_fresh_process_from_its_own_code(
     assert "CloudPickle" not in out.stderr and "pickle" not in out.stderr.lower()
     module_file = json.loads(out.stdout.strip().splitlines()[-1])
     # The wrapper came from the code logged with the model, not from this checkout.
-    assert "/code/kdplatform/" in module_file and not module_file.startswith(str(Path.cwd()))
+    assert "/code/depthkd/" in module_file and not module_file.startswith(str(Path.cwd()))
     tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     expected = _depth(model, tensor)[0, 0].numpy()
     np.testing.assert_allclose(np.load(tmp_path / "depth.npy"), expected, **TOL)
