@@ -56,7 +56,7 @@ def model_arch(model: nn.Module) -> dict[str, Any]:
     if not isinstance(arch, dict) or not arch.get("kind"):
         raise CheckpointError(
             f"{type(bare).__name__} has no arch; cannot export it",
-            hint="export models built by models.zoo (build_student, build_teacher, ...)",
+            hint="export models built by depthkd.models.zoo (build_student, build_teacher, ...)",
         )
     return arch
 

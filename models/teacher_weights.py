@@ -1,6 +1,6 @@
 """Depth teachers trained outside depthkd: a state dict whose keys a key map renames onto ours.
 
-A depthkd teacher (`models.zoo.build_teacher`) has three parts, and its state dict keys start
+A depthkd teacher (`depthkd.models.zoo.build_teacher`) has three parts; its state dict keys start
 with their names: `backbone.` (the timm encoder inside our pyramid wrapper, `backbone.body.` for
 timm's own keys), `decoder.` (DPT decoder) and `head.` (depth head). `TeacherConfig.key_map`
 maps prefixes of the external file onto these: the longest matching prefix wins, and a prefix

@@ -239,6 +239,13 @@ class DataConfig(StrictModel):
         return bool(self.unlabeled or self.pseudo_labels or bundled)
 
     @property
+    def source(self) -> str:
+        """What a job trains and reports on: the set it generates itself (`shards` unset) or
+        shards a user prepared. Registered versions carry it; the gate judges a challenger only
+        on data of its own kind."""
+        return "bundled-synthetic" if self.shards is None else "prepared-shards"
+
+    @property
     def pseudo_split(self) -> str:
         """The split a job pseudo-labels and mixes in: `unlabeled_split`, else the unlabeled
         split, else (no unlabeled frames given) the labeled training split."""

@@ -32,7 +32,6 @@ from depthkd.storage import Location
 from depthkd.tracking import promotion as registry
 from depthkd.tracking.model_registry import load_registered_model
 from depthkd.tracking.promotion import VersionInfo
-from depthkd.train.registration import data_source
 
 LATENCY_REPEATS, LATENCY_WARMUP = 10, 2
 
@@ -46,7 +45,7 @@ class EvaluationSet:
     protocol: str
     dataset: str  # family of the data the shards were prepared from (nyu, kitti, custom)
     fingerprint: str  # the split's manifest fingerprint
-    source: str  # `registration.data_source`: the bundled synthetic set or prepared shards
+    source: str  # `DataConfig.source`: the bundled synthetic set or prepared shards
 
     def describe(self) -> str:
         return (
@@ -88,7 +87,7 @@ def evaluation_set(cfg: ExperimentConfig) -> EvaluationSet:
         protocol=profile.protocol,
         dataset=profile.family,
         fingerprint=splits[split]["fingerprint"][:16],
-        source=data_source(cfg),
+        source=cfg.data.source,
     )
 
 
@@ -110,13 +109,20 @@ def not_comparable(version: VersionInfo, evaluation: EvaluationSet) -> str | Non
             f"v{version.version} is evaluated under {protocol}, "
             f"the evaluation set under {evaluation.protocol}"
         )
-    source = version.tags.get("data_source")  # absent on versions registered before it
-    if source is not None and source != evaluation.source:
-        return (
-            f"v{version.version} was trained on {source} data, the evaluation set is "
-            f"{evaluation.source} (give the gate the config it was trained with: --config)"
-        )
     return None
+
+
+def other_data(challenger: VersionInfo, evaluation: EvaluationSet) -> str | None:
+    """Why the challenger's training data and the evaluation set are of different kinds: the
+    bundled synthetic frames judge no student of real data (`depthkd promote` without --config),
+    nor the reverse. The champion is not held to it: both are evaluated on the same set."""
+    source = challenger.tags.get("data_source")  # absent on versions registered before it
+    if source is None or source == evaluation.source:
+        return None
+    return (
+        f"v{challenger.version} was trained on {source} data, the evaluation set is "
+        f"{evaluation.source} (give the gate the config it was trained with: --config)"
+    )
 
 
 def run_gate(
@@ -147,7 +153,7 @@ def run_gate(
     if registry.CHAMPION in challenger.aliases:
         outcome.decision = Decision(False, f"v{challenger.version} is the champion already")
         return _finish(outcome, cfg, evaluation, started, log, record=False)
-    if problem := not_comparable(challenger, evaluation):
+    if problem := not_comparable(challenger, evaluation) or other_data(challenger, evaluation):
         outcome.decision = Decision(False, f"not comparable: {problem}")
         return _finish(outcome, cfg, evaluation, started, log)
     model = load_registered_model(challenger.ref)

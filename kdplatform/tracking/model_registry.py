@@ -69,7 +69,7 @@ def log_depth_model(run: JobRun, model: nn.Module, *, name: str = "student", ste
 
     Args:
         run: the job's run (call on rank 0 only).
-        model: a `DepthModel` from `models.zoo`, possibly wrapped by DDP / DeepSpeed / compile.
+        model: a `DepthModel` from `depthkd.models.zoo`, maybe wrapped (DDP, DeepSpeed, compile).
         name: artifact directory of the weights and name of the logged model.
         step: training step the weights belong to (MLflow links the model to the run's metrics
             at that step).

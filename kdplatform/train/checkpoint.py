@@ -1,6 +1,6 @@
 """Training checkpoints: a directory holding `state.pt` with the stage, the optimizer step,
 model / optimizer / scheduler state, RNG state and the validated config. Written atomically and
-read with `weights_only=True`. Exported models use `models.serialization` instead."""
+read with `weights_only=True`. Exported models use `depthkd.models.serialization` instead."""
 
 from __future__ import annotations
 

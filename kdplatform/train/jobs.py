@@ -17,16 +17,13 @@ printed, never used to select) and registered with those figures as tags (`regis
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from pathlib import Path
 
-from depthkd import atomic
 from depthkd.config.loader import dump_config
 from depthkd.config.schema import ExperimentConfig, depthkd_home
 from depthkd.console import Log, StageProgress
 from depthkd.data.bundled import ensure_shards
-from depthkd.data.shards import sha256_file
 from depthkd.errors import ConfigError
 from depthkd.locking import exclusive_lock
 from depthkd.models.kinds import ModelKind
@@ -37,13 +34,13 @@ from depthkd.tracking.datasets import log_dataset_input
 from depthkd.tracking.logger import RunLogger
 from depthkd.tracking.runs import RunEndStatus, finish_job_run, open_job_run
 from depthkd.tracking.store import tracking_uri
-from depthkd.train.finished import finished_result, record_finished
 from depthkd.train.job_context import JobContext
 from depthkd.train.launcher import StageResult, check_cluster, run_stage
 from depthkd.train.model_inputs import resolve_inputs
 from depthkd.train.profile import data_profile
 from depthkd.train.registration import register_stage
 from depthkd.train.reports import report_given_teachers, test_report
+from depthkd.train.stage_records import check_same_inputs, finished_result, record_finished
 from depthkd.train.stages import STAGES
 from depthkd.train.strategy import check_strategy
 from depthkd.train.unlabeled import labels_frames, mixes_unlabeled, unlabeled_frames
@@ -162,21 +159,33 @@ def _run_job(ctx: JobContext, *, log: Log, progress: StageProgress | None) -> Jo
         report_given_teachers(ctx, logger, log)
         for stage in ctx.stages:
             spec = STAGES.get(stage)
+            steps = spec.config(cfg).steps
             log(
-                f"[{stage}] {spec.title}: {spec.config(cfg).steps} steps on "
+                f"[{stage}] {spec.title}: {steps} steps on "
                 f"{max(cfg.train.workers, 1)} worker(s), evaluating on {cfg.data.eval_split}"
             )
             inputs = {
                 role: available[kind] for role, kind in spec.consumes.items() if kind in available
             }
-            _check_same_inputs(ctx, stage, inputs)
-            steps = spec.config(cfg).steps
-            result = finished_result(ctx.out_dir / stage, stage, steps)
+            folder = ctx.out_dir / stage
+            check_same_inputs(folder, cfg.name, stage, inputs)
+            # what decides the stage's model besides its inputs: a finished stage is taken as it
+            # is only while all of it is unchanged
+            settings = {
+                "stage": spec.config(cfg).model_dump(mode="json"),
+                "model": cfg.model.model_dump(mode="json"),
+                "data": cfg.data.model_dump(mode="json"),
+                "shards": str(ctx.shards),
+                "seed": cfg.seed,
+            }
+            result = finished_result(folder, stage, steps=steps, settings=settings)
             if result is None:
                 result = _run_stage(ctx, stage, inputs, available, log=log, progress=progress)
-                record_finished(ctx.out_dir / stage, result, steps)
+                record_finished(
+                    folder, result, steps=steps, roles=set(spec.produces), settings=settings
+                )
             else:
-                log(f"[{stage}] finished before (step {steps}): taken from {ctx.out_dir / stage}")
+                log(f"[{stage}] finished before (step {steps}): taken from {folder}")
             ctx.results[stage] = result
             available |= {spec.produces[role]: path for role, path in result.exports.items()}
             if ctx.has_test_split and result.exports:
@@ -220,28 +229,4 @@ def _run_stage(
             out_dir=ctx.out_dir / stage,
             progress=channel,
             unlabeled=unlabeled,
-        )
-
-
-INPUTS_FILE = "inputs.json"  # per stage: sha256 of each input model it started from
-
-
-def _check_same_inputs(ctx: JobContext, stage: str, inputs: dict[str, Path]) -> None:
-    """A job id resumes every stage from its checkpoints; a stage whose input models changed
-    since it started (a longer teacher, another checkpoint or ghost source) would quietly
-    resume from the old ones, so that is refused here, before any worker starts."""
-    record = ctx.out_dir / stage / INPUTS_FILE
-    now = {role: sha256_file(path) for role, path in sorted(inputs.items())}
-    if not record.is_file():
-        atomic.write_json(record, now)
-        return
-    before = json.loads(record.read_text())
-    if before != now:
-        changed = sorted(r for r in before.keys() | now.keys() if before.get(r) != now.get(r))
-        raise ConfigError(
-            f"job {ctx.cfg.name!r}: stage {stage} was started from other input models "
-            f"({', '.join(changed)} changed since; recorded in {record}), and resuming it would "
-            "keep training from the old ones",
-            hint="give the job a new name (name=...) to start it from the new models, or "
-            "restore the settings it ran with",
         )

@@ -21,12 +21,6 @@ REGISTERED_AS = {
 }
 
 
-def data_source(cfg: ExperimentConfig) -> str:
-    """What a job trained and reported on: the set it generates itself (`data.shards` unset) or
-    shards a user prepared. The gate judges a version only on data of its own kind."""
-    return "bundled-synthetic" if cfg.data.shards is None else "prepared-shards"
-
-
 def registration_tags(
     cfg: ExperimentConfig,
     profile: DataProfile,
@@ -44,7 +38,7 @@ def registration_tags(
     return {
         "dataset": profile.family,
         "protocol": profile.protocol,
-        "data_source": data_source(cfg),
+        "data_source": cfg.data.source,
         "selection_split": val,
         "report_split": test if test_metrics else "none",
         "stage": stage,
