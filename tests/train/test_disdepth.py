@@ -183,12 +183,15 @@ def test_disdepth_job_trains_teacher_and_student_first_and_resumes_with_the_ghos
     assert _identical(_state(resumed.ghost.fixed_part()), _student_part(student))
     assert not _identical(_state(resumed.teacher), _state(acclimated.teacher))
 
-    # a longer teacher under the same job id: acclimation would resume from the old teacher
-    retrained = longer.model_copy(
-        update={"teacher": longer.teacher.model_copy(update={"steps": 6})}
-    )
+    # the teacher acclimation started from is replaced (as a longer teacher stage would replace
+    # it): resuming acclimation would keep training from the old one, so the job refuses, before
+    # any worker starts (the finished teacher and student stages are taken from their folders)
+    replaced = load_model(pretrained, expect="teacher")
+    with torch.no_grad():
+        next(replaced.parameters()).add_(1.0)
+    save_model(replaced, pretrained)
     with pytest.raises(ConfigError, match=r"stage acclimate was started from other input models"):
-        run_job(prepare_job(retrained, "acclimate", progress=False), log=lambda *_: None)
+        run_job(prepare_job(longer, "acclimate", progress=False), log=lambda *_: None)
 
 
 @pytest.mark.parametrize(
