@@ -22,6 +22,7 @@ from mlflow.exceptions import MlflowException
 
 from depthkd.config.schema import depthkd_home
 from depthkd.errors import ConfigError
+from depthkd.locking import exclusive_lock
 
 DB_FILE = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
@@ -49,6 +50,23 @@ def tracking_uri(home: Path | None = None) -> str:
     return f"sqlite:///{root / DB_FILE}"
 
 
+_READY: set[str] = set()  # SQLite stores this process has opened once
+
+
+def _schema_ready(uri: str) -> str:
+    """`uri`, a SQLite store's schema created or migrated first while holding a file lock beside
+    it. MLflow migrates a new store when a client first opens it, and processes opening a fresh
+    one at once (jobs started together on a new home) raced there: alembic's "expected to match
+    one row"."""
+    if not uri.startswith("sqlite:///") or uri in _READY:
+        return uri
+    db = Path(uri.removeprefix("sqlite:///"))
+    with exclusive_lock(db.with_name(db.name + ".lock"), message=f"waiting for {db} to be set up"):
+        MlflowClient(tracking_uri=uri)  # opening the store creates or migrates its schema
+    _READY.add(uri)
+    return uri
+
+
 def artifact_root(home: Path | None = None) -> Path:
     """The absolute local directory that holds the artifacts of the embedded default store."""
     return (home or depthkd_home()).expanduser().resolve() / ARTIFACT_DIR
@@ -61,7 +79,7 @@ def uses_server_artifacts(uri: str) -> bool:
 
 def client_for(uri: str) -> MlflowClient:
     """An `MlflowClient` bound to `uri`; the registry follows `$MLFLOW_REGISTRY_URI` or `uri`."""
-    return MlflowClient(tracking_uri=uri)
+    return MlflowClient(tracking_uri=_schema_ready(uri))
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
