@@ -40,7 +40,12 @@ from depthkd.train.model_inputs import resolve_inputs
 from depthkd.train.profile import data_profile
 from depthkd.train.registration import register_stage
 from depthkd.train.reports import report_given_teachers, test_report
-from depthkd.train.stage_records import check_same_inputs, finished_result, record_finished
+from depthkd.train.stage_records import (
+    check_same_inputs,
+    finished_result,
+    record_finished,
+    stage_settings,
+)
 from depthkd.train.stages import STAGES
 from depthkd.train.strategy import check_strategy
 from depthkd.train.unlabeled import labels_frames, mixes_unlabeled, unlabeled_frames
@@ -169,15 +174,7 @@ def _run_job(ctx: JobContext, *, log: Log, progress: StageProgress | None) -> Jo
             }
             folder = ctx.out_dir / stage
             check_same_inputs(folder, cfg.name, stage, inputs)
-            # what decides the stage's model besides its inputs: a finished stage is taken as it
-            # is only while all of it is unchanged
-            settings = {
-                "stage": spec.config(cfg).model_dump(mode="json"),
-                "model": cfg.model.model_dump(mode="json"),
-                "data": cfg.data.model_dump(mode="json"),
-                "shards": str(ctx.shards),
-                "seed": cfg.seed,
-            }
+            settings = stage_settings(cfg, spec.config(cfg), ctx.shards)
             result = finished_result(folder, stage, steps=steps, settings=settings)
             if result is None:
                 result = _run_stage(ctx, stage, inputs, available, log=log, progress=progress)

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from depthkd import atomic
+from depthkd.config.schema import ExperimentConfig, StageConfig
 from depthkd.data.shards import sha256_file
 from depthkd.errors import ConfigError
+from depthkd.storage import Location
 from depthkd.train.launcher import StageResult
 
 INPUTS_FILE = "inputs.json"
@@ -45,6 +47,18 @@ def check_same_inputs(folder: Path, job: str, stage: str, inputs: dict[str, Path
             hint="give the job a new name (name=...) to start it from the new models, or "
             "restore the settings it ran with",
         )
+
+
+def stage_settings(cfg: ExperimentConfig, section: StageConfig, shards: Location) -> dict[str, Any]:
+    """What decides a stage's model besides its input models, as JSON-ready values: its own
+    section (`section`, steps included), the model, the data and where it is, the seed."""
+    return {
+        "stage": section.model_dump(mode="json"),
+        "model": cfg.model.model_dump(mode="json"),
+        "data": cfg.data.model_dump(mode="json"),
+        "shards": str(shards),
+        "seed": cfg.seed,
+    }
 
 
 def record_finished(

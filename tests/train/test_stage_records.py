@@ -9,7 +9,12 @@ import pytest
 
 from depthkd.errors import ConfigError
 from depthkd.train.launcher import StageResult
-from depthkd.train.stage_records import check_same_inputs, finished_result, record_finished
+from depthkd.train.stage_records import (
+    check_same_inputs,
+    finished_result,
+    record_finished,
+    stage_settings,
+)
 
 SETTINGS = {"stage": {"steps": 6, "optim": {"lr": 0.01}}, "model": {"student": "mobilenetv2_050"}}
 
@@ -62,3 +67,16 @@ def test_changed_input_models_are_refused(tmp_path: Path) -> None:
     teacher.write_bytes(b"v2")
     with pytest.raises(ConfigError, match=r"stage acclimate was started from other input models"):
         check_same_inputs(tmp_path / "acclimate", "job", "acclimate", {"teacher": teacher})
+
+
+def test_stage_settings_follow_every_part_that_decides_the_model(tmp_path: Path) -> None:
+    from depthkd.config.loader import with_values
+    from tests.train.helpers import tiny_config
+
+    cfg = tiny_config(tmp_path)
+    base = stage_settings(cfg, cfg.supervised, tmp_path / "shards")
+    for change in ({"supervised.optim.lr": 0.5}, {"model.student.decoder_channels": [8, 8, 8, 8]},
+                   {"data.batch_size": 3}, {"seed": 7}):  # fmt: skip
+        other = with_values(cfg, change)
+        assert stage_settings(other, other.supervised, tmp_path / "shards") != base, change
+    assert stage_settings(cfg, cfg.supervised, tmp_path / "elsewhere") != base
