@@ -5,6 +5,7 @@ of the same job id that continues the same checkpoint and the same MLflow run.""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import mlflow
@@ -13,7 +14,7 @@ from ray.train import UserCallback
 
 from depthkd.models.serialization import load_model
 from depthkd.train.jobs import prepare_job, run_job
-from depthkd.train.launcher import run_stage
+from depthkd.train.launcher import HEALTH_CHECK_ENV, HEALTH_CHECK_INTERVAL_S, run_stage
 from tests.train.helpers import tiny_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -64,14 +65,17 @@ def test_ddp_worker_failure_resumes_and_driver_resume_continues(embedded_ray, ho
 
 
 class _ReportRecorder(UserCallback):
-    """Appends every report's step and eval_round to a file (callbacks run in Ray's controller)."""
+    """Appends every report's step and eval_round, and how often the controller polls its workers,
+    to a file (callbacks run in Ray's controller)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
         with self.path.open("a") as f:
-            f.write(json.dumps({**metrics[0], "checkpoint": checkpoint is not None}) + "\n")
+            poll_s = os.environ.get(HEALTH_CHECK_ENV)
+            report = {**metrics[0], "checkpoint": checkpoint is not None, "poll_s": poll_s}
+            f.write(json.dumps(report) + "\n")
 
 
 def test_every_evaluation_is_reported_and_eval_round_survives_resume(
@@ -94,6 +98,8 @@ def test_every_evaluation_is_reported_and_eval_round_survives_resume(
         )
         reports = [json.loads(line) for line in record.read_text().splitlines()]
         record.unlink()
+        # the controller polls often enough that a short stage is not spent waiting on it
+        assert {r["poll_s"] for r in reports} == {HEALTH_CHECK_INTERVAL_S}
         return [(r["step"], r["eval_round"], "val/abs_rel" in r, r["checkpoint"]) for r in reports]
 
     # evaluations at 2, 4, 6 reach Ray whether or not a checkpoint is due (checkpoints: 4, 6)
