@@ -13,17 +13,16 @@ Every student, teacher, ghost decoder, adapter and coupling unit sizes itself fr
 
 `input_multiple` is the size every input side must divide into; `DepthModel` pads to it.
 
-Weights are never downloaded: `pretrained=False` unless a local `.safetensors`/`.pth` file is
-given, which is read with `weights_only=True` and handed to timm (its checkpoint filters still
-apply, so original Swin/ViT release files load too).
+Weights come as a local `.safetensors`/`.pth` file (`depthkd.models.weights` fetches hub repos
+and `s3://` objects to one first), read with `weights_only=True` and loaded strictly: a whole timm
+model's state dict in timm's own layout, as timm's hub files hold (original Swin / ViT release
+files are converted by loading them into timm once and saving its `state_dict()`).
 """
 
 from __future__ import annotations
 
 import difflib
-import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -88,65 +87,80 @@ def check_timm_name(name: str) -> None:
     )
 
 
-class _LoadReport(logging.Handler):
-    """Collects timm's key-mismatch messages: with `features_only` timm loads non-strictly and only
-    logs missing/unexpected keys, which would leave a wrong file silently half-loaded."""
+_SHOWN = 6  # keys listed per kind of mismatch
 
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.problems: list[str] = []
 
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if message.startswith(("Missing keys", "Unexpected keys")):
-            self.problems.append(message.split(" discovered")[0].split(" found")[0])
+def _full_name(feature_key: str, full_keys: set[str]) -> str:
+    """The key in the whole timm model of a `features_only` model's key: timm's feature wrappers
+    hold the same modules, as `model.` (ViT, Swin getters) or with a flattened first
+    `stages.0` → `stages_0` (feature lists)."""
+    key = feature_key.removeprefix("model.")
+    head, dot, rest = key.partition(".")
+    stem, _, index = head.rpartition("_")
+    if stem and index.isdigit() and f"{stem}.{index}{dot}{rest}" in full_keys:
+        return f"{stem}.{index}{dot}{rest}"
+    return key
+
+
+def fit_report(
+    features: nn.Module, state: dict[str, torch.Tensor], full: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The state dict for `features` taken from `state` (a whole timm model's keys), and what does
+    not fit: `missing (n): …`, `unexpected (n): …`, `wrong shape (n): …`.
+
+    Args:
+        features: the `features_only` model to load.
+        state: the weights file's tensors.
+        full: the whole model's state dict (meta tensors do): which keys exist at all. A
+            classifier or final layers that the feature model has no use for may be absent.
+    """
+    ours = features.state_dict()
+    mapping = {key: _full_name(key, set(full)) for key in ours}
+    missing = [name for name in mapping.values() if name not in state]
+    unexpected = [key for key in state if key not in full]
+    misshapen = [
+        f"{name} {tuple(state[name].shape)} vs {tuple(ours[key].shape)}"
+        for key, name in mapping.items()
+        if name in state and state[name].shape != ours[key].shape
+    ]
+    loadable = {key: state[name] for key, name in mapping.items() if name in state}
+    return loadable, mismatch_lines(missing, unexpected, misshapen)
+
+
+def mismatch_lines(missing: list[str], unexpected: list[str], misshapen: list[str]) -> list[str]:
+    """`missing (n): a, b, …` and the like for each non-empty list (a few keys each)."""
+    return [
+        f"{what} ({len(keys)}): {', '.join(keys[:_SHOWN])}{' …' if len(keys) > _SHOWN else ''}"
+        for what, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("wrong shape", misshapen),
+        )
+        if keys
+    ]
 
 
 def _create_timm(name: str, weights: Path | None, **kwargs: Any) -> nn.Module:
+    """A `features_only` timm model, random or with every tensor from `weights` (a whole timm
+    model's state dict; the classifier may be left out). The load is strict: any key missing,
+    left over or of another shape is an error that lists them, never a half-loaded encoder."""
     check_timm_name(name)
+    model = _create_features(name, **kwargs)
     if weights is None:
-        return _create_features(name, **kwargs)
+        return model
     state = load_state_dict(weights)
-    report, logger = _LoadReport(), logging.getLogger("timm.models._builder")
-    logger.addHandler(report)
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    # no URL / hub id: whatever happens, timm must not fall back to downloading
-    overlay = {"state_dict": state, "url": None, "hf_hub_id": None, "file": None}
-    try:
-        model = timm.create_model(
-            name, features_only=True, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
-        )
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"weights file {weights} does not fit backbone {name}: {exc}"
-        ) from exc
-    finally:
-        logger.removeHandler(report)
-        logger.setLevel(level)
-    problems = [p for p in report.problems if not _expected_mismatch(p, name, kwargs)]
+    whole = {k: v for k, v in kwargs.items() if k != "out_indices"}
+    with torch.device("meta"):  # names and shapes only, no memory
+        full = timm.create_model(name, pretrained=False, **whole).state_dict()
+    loadable, problems = fit_report(model, state, full)
     if problems:
         raise CheckpointError(
-            f"weights file {weights} does not fit backbone {name}: {'; '.join(problems)}"[:2000]
+            f"weights file {weights} does not fit backbone {name}: {'; '.join(problems)}"[:2000],
+            hint="weights hold a timm model's state dict (timm.create_model(name).state_dict(), "
+            "timm's hub files) of this architecture and size",
         )
+    model.load_state_dict(loadable, strict=True)
     return model
-
-
-def _expected_mismatch(message: str, name: str, kwargs: dict) -> bool:
-    """A feature extractor has no classifier (missing) and may drop the final head layers that a
-    full checkpoint holds (unexpected); any other mismatch means the wrong file."""
-    keys = message[message.find("(") + 1 : message.rfind(")")].split(", ")
-    if message.startswith("Missing keys"):
-        # the features wrapper forgets which module is the classifier; timm's registry remembers
-        cfg = timm.models.get_pretrained_cfg(timm.models.split_model_name_tag(name)[0])
-        # annotated str, but a few registered configs name several heads in a tuple
-        classifier: str | Sequence[str] = (cfg.classifier if cfg else None) or ()
-        heads = (classifier,) if isinstance(classifier, str) else tuple(classifier)
-        return all(k.startswith(tuple(f"{c}." for c in heads)) for k in keys)
-    full_kwargs = {k: v for k, v in kwargs.items() if k != "out_indices"}
-    with torch.device("meta"):
-        full = timm.create_model(name, pretrained=False, **full_kwargs).state_dict()
-    return all(k in full for k in keys)
 
 
 def _create_features(name: str, **kwargs: Any) -> nn.Module:

@@ -17,11 +17,9 @@ import torch
 
 from depthkd.config.schema import TeacherConfig
 from depthkd.errors import CheckpointError
-from depthkd.models.backbones import load_state_dict
+from depthkd.models.backbones import load_state_dict, mismatch_lines
 from depthkd.models.depth_model import DepthModel
 from depthkd.models.zoo import build_teacher
-
-_SHOWN = 6  # keys listed per kind of mismatch
 
 
 def rename_keys(state: dict[str, torch.Tensor], key_map: dict[str, str]) -> dict[str, torch.Tensor]:
@@ -41,7 +39,9 @@ def load_external_teacher(path: Path, cfg: TeacherConfig, *, max_depth: float) -
     """The teacher `cfg` describes, with the weights of the state dict at `path` renamed by
     `cfg.key_map`; raises CheckpointError naming missing, unexpected or misshapen keys."""
     state = rename_keys(load_state_dict(Path(path)), cfg.key_map)
-    model = build_teacher(cfg.model_copy(update={"weights": None}), max_depth=max_depth)
+    model = build_teacher(
+        cfg.model_copy(update={"weights": None, "pretrained": False}), max_depth=max_depth
+    )
     ours = model.state_dict()
     missing = [k for k in ours if k not in state]
     unexpected = [k for k in state if k not in ours]
@@ -50,15 +50,7 @@ def load_external_teacher(path: Path, cfg: TeacherConfig, *, max_depth: float) -
         for k, v in ours.items()
         if k in state and state[k].shape != v.shape
     ]
-    problems = [
-        f"{what} ({len(keys)}): {', '.join(keys[:_SHOWN])}{' …' if len(keys) > _SHOWN else ''}"
-        for what, keys in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("wrong shape", misshapen),
-        )
-        if keys
-    ]
+    problems = mismatch_lines(missing, unexpected, misshapen)
     if problems:
         raise CheckpointError(
             f"state dict {path} does not fit teacher {cfg.name!r}: " + "; ".join(problems),

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import timm
 
-from depthkd.config.schema import StudentConfig, TeacherConfig
-from depthkd.errors import RegistryError
+from depthkd.config.schema import EncoderWeights, ModelConfig, StudentConfig, TeacherConfig
+from depthkd.errors import CheckpointError, RegistryError
 from depthkd.models.backbones import build_backbone
 from depthkd.models.decoders import DPTDecoder, LGDecoder
 from depthkd.models.depth_model import DepthModel
@@ -23,6 +24,12 @@ from depthkd.models.ghost import AcclimatedTeacher, GhostDecoder
 from depthkd.models.heads import DepthHead
 from depthkd.models.kinds import ModelKind
 from depthkd.models.urcdc import CrossDistillModel
+from depthkd.models.weights import (
+    fetch_weights,
+    fetch_with_deadline,
+    pretrained_repo,
+    weights_location,
+)
 from depthkd.registry import Registry
 
 
@@ -78,6 +85,20 @@ TEACHERS.register("vit_micro_dpt")(
 )
 
 
+def encoder_rows() -> list[tuple[str, str, str, str]]:
+    """(role, name, timm model with its arguments, what `pretrained: true` loads) for every
+    registered student and teacher: `depthkd models list` and docs/models.md."""
+    rows = []
+    for role, registry in (("student", STUDENTS), ("teacher", TEACHERS)):
+        for name in registry.names():
+            enc = registry.get(name)
+            arguments = ", ".join(f"{k}={v}" for k, v in enc.timm_kwargs.items())
+            timm_model = f"{enc.timm_name} ({arguments})" if arguments else enc.timm_name
+            repo = pretrained_weights(enc)
+            rows.append((role, name, timm_model, f"hf-hub:{repo}" if repo else "none"))
+    return rows
+
+
 def _encoder(registry: Registry[Encoder], name: str) -> Encoder:
     if name in registry:
         return registry.get(name)
@@ -99,10 +120,53 @@ def check_model_names(student: str, teacher: str) -> None:
     _encoder(TEACHERS, teacher)
 
 
+def check_encoder_weights(cfg: ModelConfig) -> None:
+    """Fetches the student's and teacher's encoder weights, if any, to this machine and loads
+    them into their encoders: for the driver, so that a source that cannot be reached or does not
+    fit fails here, within seconds, not in every worker.
+
+    Raises:
+        CheckpointError: naming `model.student` or `model.teacher` and what is wrong.
+    """
+    for role, encoder, registry in (
+        ("student", cfg.student, STUDENTS),
+        ("teacher", cfg.teacher, TEACHERS),
+    ):
+        enc = _encoder(registry, encoder.name)
+        try:
+            location = _weights_location(encoder, enc)
+            if location is not None:
+                path = fetch_with_deadline(location)
+                build_backbone(enc.timm_name, weights=path, **enc.timm_kwargs)
+        except CheckpointError as exc:
+            raise CheckpointError(f"model.{role} ({encoder.name}): {exc}", hint=exc.hint) from None
+
+
+def _weights_location(encoder: StudentConfig | TeacherConfig, enc: Encoder) -> str | None:
+    if encoder.pretrained and enc.timm_kwargs:
+        raise CheckpointError(
+            f"{encoder.name} is timm's {enc.timm_name} at another size: no released weights fit",
+            hint="drop pretrained, or pick a name `depthkd models list` shows with weights",
+        )
+    return weights_location(encoder, enc.timm_name)
+
+
+def _encoder_weights(encoder: StudentConfig | TeacherConfig, enc: Encoder) -> Path | None:
+    """The local file of `encoder`'s weights (fetched to this node), None: random init."""
+    location = _weights_location(encoder, enc)
+    return None if location is None else fetch_weights(location)
+
+
+def pretrained_weights(enc: Encoder) -> str | None:
+    """The hub repo that `pretrained: true` loads for a registered encoder (timm's default
+    weights), None where none fits."""
+    return None if enc.timm_kwargs else pretrained_repo(enc.timm_name)
+
+
 def build_student(cfg: StudentConfig, *, max_depth: float) -> DepthModel:
     """The CNN student: pyramid encoder + LG decoder + `max_depth·sigmoid` head."""
     enc = _encoder(STUDENTS, cfg.name)
-    backbone = build_backbone(enc.timm_name, weights=cfg.weights, **enc.timm_kwargs)
+    backbone = build_backbone(enc.timm_name, weights=_encoder_weights(cfg, enc), **enc.timm_kwargs)
     decoder = LGDecoder(
         backbone.feature_info.channels,
         cfg.decoder_channels,
@@ -121,7 +185,7 @@ def build_student(cfg: StudentConfig, *, max_depth: float) -> DepthModel:
 def build_teacher(cfg: TeacherConfig, *, max_depth: float) -> DepthModel:
     """The transformer teacher: pyramid encoder + DPT decoder + `max_depth·sigmoid` head."""
     enc = _encoder(TEACHERS, cfg.name)
-    backbone = build_backbone(enc.timm_name, weights=cfg.weights, **enc.timm_kwargs)
+    backbone = build_backbone(enc.timm_name, weights=_encoder_weights(cfg, enc), **enc.timm_kwargs)
     decoder = DPTDecoder(
         backbone.feature_info.channels, width=cfg.decoder_width or enc.decoder_width
     )
@@ -139,16 +203,20 @@ def teacher_arch_config(cfg: TeacherConfig) -> dict:
     return cfg.model_dump(mode="json", exclude={"checkpoint", "key_map"})
 
 
+# where an encoder's starting weights came from: not architecture
+_WEIGHT_SOURCES = frozenset(EncoderWeights.model_fields)
+
+
 def arch_mismatch(arch_config: dict, cfg: StudentConfig | TeacherConfig) -> list[str]:
     """`key: file value != config value` for each architecture setting of a model file's
-    `arch_config` that differs from `cfg` (encoder weight files are not architecture)."""
+    `arch_config` that differs from `cfg` (encoder weight sources are not architecture)."""
     ours = (
         teacher_arch_config(cfg) if isinstance(cfg, TeacherConfig) else cfg.model_dump(mode="json")
     )
     return [
         f"{key}: {arch_config.get(key)!r} != {value!r}"
         for key, value in ours.items()
-        if key != "weights" and arch_config.get(key) != value
+        if key not in _WEIGHT_SOURCES and arch_config.get(key) != value
     ]
 
 
@@ -210,8 +278,8 @@ def student_feature_channels(cfg: StudentConfig) -> tuple[int, ...]:
 def build_from_arch(arch: dict[str, Any]) -> DepthModel | AcclimatedTeacher:
     """Rebuilds (random init) the model a checkpoint's `arch` describes; load its state after.
 
-    Encoder weight files named in the arch are not read again: the checkpoint's state replaces
-    them, and the file may not exist where the checkpoint is loaded.
+    Encoder weight sources named in the arch are not read again: the checkpoint's state replaces
+    them, and the source may not be reachable where the checkpoint is loaded.
 
     Raises:
         KeyError, ValueError: an arch without its configs or max_depth, or an invalid config.
@@ -236,5 +304,5 @@ def build_from_arch(arch: dict[str, Any]) -> DepthModel | AcclimatedTeacher:
 
 
 def _arch_config(arch: dict[str, Any], key: str, cls: type[_Config]) -> _Config:
-    """`arch[key]` validated as `cls`, its encoder weight file left out."""
-    return cls.model_validate({**arch[key], "weights": None})
+    """`arch[key]` validated as `cls`, its encoder weight source left out."""
+    return cls.model_validate({**arch[key], "weights": None, "pretrained": False})

@@ -14,7 +14,12 @@ from depthkd.errors import ConfigError
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("models", help="list students and teachers, measure their cost")
     sub = parser.add_subparsers(dest="models_command", required=True, metavar="COMMAND")
-    listing = sub.add_parser("list", help="registered student and teacher names")
+    listing = sub.add_parser(
+        "list",
+        help="registered students and teachers: their timm models and pretrained weights",
+        description="Prints each registered student and teacher name, the timm model (and "
+        "arguments) it builds, and the Hugging Face repo that `pretrained: true` loads for it.",
+    )
     listing.set_defaults(run=run_list)
 
     describe = sub.add_parser(
@@ -51,10 +56,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from depthkd.models.zoo import STUDENTS, TEACHERS
+    from depthkd.models.zoo import encoder_rows
 
-    print("students:", " ".join(STUDENTS.names()))
-    print("teachers:", " ".join(TEACHERS.names()))
+    rows = [("role", "name", "timm model", "pretrained: true loads"), *encoder_rows()]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[3])
     print("(any timm CNN also works as a student; any timm Swin / ViT / ConvNeXt as a teacher)")
     return 0
 

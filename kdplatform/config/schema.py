@@ -64,6 +64,29 @@ def model_reference(value: str | None) -> str | None:
 # A model a config names (`name@alias`, run id, `s3://` URL or a local file, made absolute).
 ModelReference = Annotated[str | None, AfterValidator(model_reference)]
 
+HF_HUB_PREFIX = "hf-hub:"  # encoder weights in a Hugging Face model repo (timm's own spelling)
+
+
+def weights_source(value: str | None) -> str | None:
+    """Encoder weights as given (`s3://bucket/key`, `hf-hub:ORG/NAME[@REVISION]`) or a local file
+    made absolute (Ray workers run in another directory)."""
+    if value is None:
+        return None
+    if value.startswith(HF_HUB_PREFIX):
+        repo = value.removeprefix(HF_HUB_PREFIX).split("@", 1)[0]
+        if len(repo.split("/")) != 2 or not all(repo.split("/")):
+            raise ValueError(f"{value!r}: expected hf-hub:ORG/NAME or hf-hub:ORG/NAME@REVISION")
+        return value
+    return str(parse_location(value))  # s3:// URLs as given, other schemes refused
+
+
+# Where an encoder's weights come from: a local file, an `s3://` URL or a Hugging Face repo.
+WeightsSource = Annotated[
+    str | None,
+    BeforeValidator(lambda value: str(value) if isinstance(value, Path) else value),
+    AfterValidator(weights_source),
+]
+
 
 def depthkd_home() -> Path:
     """Root of all local state of the embedded default: `$DEPTHKD_HOME`, default `./.depthkd`."""
@@ -254,21 +277,34 @@ class DataConfig(StrictModel):
         return UNLABELED_SPLIT if self.has_unlabeled_frames else self.train_split
 
 
-class StudentConfig(StrictModel):
+class EncoderWeights(StrictModel):
+    """Where an encoder's starting weights come from (docs/models.md: weights); unset: random."""
+
+    pretrained: bool = Field(
+        False, description="timm's default pretrained weights of the encoder, from its hub repo"
+    )
+    weights: WeightsSource = Field(
+        None,
+        description="encoder weights in timm's layout: a .safetensors/.pth file, s3:// URL or "
+        "hf-hub:ORG/NAME[@REVISION]",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EncoderWeights:
+        if self.pretrained and self.weights is not None:
+            raise ValueError("set pretrained or weights, not both: they name two starting points")
+        return self
+
+
+class StudentConfig(EncoderWeights):
     """The CNN student: a registered name (`depthkd models list`) or any timm CNN name."""
 
     name: str = "mobilenetv2_100"
-    weights: Path | None = Field(None, description="local encoder weights (.safetensors/.pth)")
     decoder_channels: tuple[int, int, int, int] = Field(
         (32, 48, 64, 96), description="LG decoder width at 1/4, 1/8, 1/16, 1/32"
     )
     lg_global: bool = Field(True, description="False: LG blocks without the global path")
     lg_reduction: int = Field(4, ge=1)
-
-    @field_validator("weights")
-    @classmethod
-    def _absolute(cls, value: Path | None) -> Path | None:
-        return absolute_path(value)
 
     @field_validator("decoder_channels")
     @classmethod
@@ -278,7 +314,7 @@ class StudentConfig(StrictModel):
         return value
 
 
-class TeacherConfig(StrictModel):
+class TeacherConfig(EncoderWeights):
     """The transformer teacher: a registered name or a timm Swin / ViT / ConvNeXt name.
 
     `checkpoint` starts it from a full depth teacher (encoder, decoder and head): a model file
@@ -287,7 +323,6 @@ class TeacherConfig(StrictModel):
     """
 
     name: str = "swin_tiny"
-    weights: Path | None = Field(None, description="local encoder weights (.safetensors/.pth)")
     decoder_width: int | None = Field(None, ge=8, description="DPT decoder width; registry default")
     checkpoint: ModelReference = Field(
         None,
@@ -300,11 +335,6 @@ class TeacherConfig(StrictModel):
         description="external state dict: key prefix → ours (backbone., decoder., head.), "
         "longest prefix first; a prefix mapped to '' is dropped",
     )
-
-    @field_validator("weights")
-    @classmethod
-    def _absolute(cls, value: Path | None) -> Path | None:
-        return absolute_path(value)
 
     @model_validator(mode="after")
     def _key_map_needs_checkpoint(self) -> TeacherConfig:

@@ -27,7 +27,7 @@ from depthkd.data.bundled import ensure_shards
 from depthkd.errors import ConfigError
 from depthkd.locking import exclusive_lock
 from depthkd.models.kinds import ModelKind
-from depthkd.models.zoo import check_model_names
+from depthkd.models.zoo import check_encoder_weights, check_model_names
 from depthkd.raycluster import ensure_ray
 from depthkd.storage import Location
 from depthkd.tracking.datasets import log_dataset_input
@@ -103,6 +103,7 @@ def prepare_job(cfg: ExperimentConfig, job: str, *, progress: bool = True) -> Jo
         )
     check_strategy(cfg.train)
     check_model_names(cfg.model.student.name, cfg.model.teacher.name)
+    check_encoder_weights(cfg.model)
     shards = resolve_shards(cfg, progress=progress)
     ctx = JobContext(
         cfg=cfg,

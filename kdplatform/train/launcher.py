@@ -28,6 +28,7 @@ from depthkd import storage
 from depthkd.config.schema import ExperimentConfig, TrainConfig, depthkd_home
 from depthkd.console import WORKER_ENV
 from depthkd.errors import ConfigError, DepthKDError
+from depthkd.models.weights import is_local_file
 from depthkd.tracking.runs import JobRun
 from depthkd.tracking.store import uses_server_artifacts
 from depthkd.train.loop import WorkerJob, train_worker
@@ -142,6 +143,23 @@ def _inputs_for_workers(inputs: dict[str, Path], job_dir: storage.Location) -> d
     return placed
 
 
+def _weights_for_workers(cfg: ExperimentConfig, job_dir: storage.Location) -> ExperimentConfig:
+    """`cfg` with local encoder weight files put next to the job's checkpoints when those are in
+    remote storage: workers on other nodes cannot see the driver's disk (hub repos and `s3://`
+    objects every node fetches itself)."""
+    if not storage.is_remote(job_dir):
+        return cfg
+    model = cfg.model
+    for role in ("student", "teacher"):
+        encoder = getattr(model, role)
+        if not is_local_file(encoder.weights):
+            continue
+        placed = str(storage.join(job_dir, f"{role}-weights{Path(encoder.weights).suffix}"))
+        storage.upload_file(Path(encoder.weights), placed)
+        model = model.model_copy(update={role: encoder.model_copy(update={"weights": placed})})
+    return cfg.model_copy(update={"model": model})
+
+
 def _absolute(location: storage.Location) -> str:
     """A local path made absolute (workers change directory); an `s3://` URL as it is."""
     return str(location if storage.is_remote(location) else Path(location).resolve())
@@ -196,9 +214,10 @@ def run_stage(
     )
     train = cfg.train
     os.environ.setdefault(HEALTH_CHECK_ENV, HEALTH_CHECK_INTERVAL_S)
+    experiment = _weights_for_workers(cfg, job_dir).model_dump(mode="json")
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"experiment": cfg.model_dump(mode="json"), "job": job.to_dict()},
+        train_loop_config={"experiment": experiment, "job": job.to_dict()},
         scaling_config=ScalingConfig(
             num_workers=train.workers,
             use_gpu=train.use_gpu,
