@@ -7,6 +7,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -43,6 +44,13 @@ def required(manager: contextlib.AbstractContextManager) -> Iterator:
 
 def s3_server(workdir: Path) -> contextlib.AbstractContextManager[S3Server]:
     return required(services.s3_server(workdir))
+
+
+@contextlib.contextmanager
+def s3_bucket(workdir: Path, name: str) -> Iterator[str]:
+    """`s3://name` on a fresh S3 server, with this process's AWS environment pointing at it."""
+    with s3_server(workdir) as server, mock.patch.dict(os.environ, server.env):
+        yield server.create_bucket(name)
 
 
 def postgres(workdir: Path) -> contextlib.AbstractContextManager[Postgres]:

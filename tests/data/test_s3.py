@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -30,10 +27,8 @@ pytestmark = pytest.mark.multiproc
 
 @pytest.fixture(scope="module")
 def bucket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with contextlib.ExitStack() as stack:
-        s3 = stack.enter_context(services.s3_server(tmp_path_factory.mktemp("s3")))
-        stack.enter_context(mock.patch.dict(os.environ, s3.env))
-        yield s3.create_bucket("shards")
+    with services.s3_bucket(tmp_path_factory.mktemp("s3"), "shards") as bucket:
+        yield bucket
 
 
 @pytest.fixture(scope="module")

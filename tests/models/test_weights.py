@@ -5,14 +5,12 @@ driver's refusal of what cannot be fetched or does not fit."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import timm
@@ -108,10 +106,8 @@ def test_offline_pretrained_without_a_cache_fails_on_the_driver_in_seconds(tmp_p
 
 @pytest.fixture(scope="module")
 def bucket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with contextlib.ExitStack() as stack:
-        s3 = stack.enter_context(services.s3_server(tmp_path_factory.mktemp("s3")))
-        stack.enter_context(mock.patch.dict(os.environ, s3.env))
-        yield s3.create_bucket("weights")
+    with services.s3_bucket(tmp_path_factory.mktemp("s3"), "weights") as bucket:
+        yield bucket
 
 
 @pytest.mark.multiproc
