@@ -204,7 +204,7 @@ def teacher_arch_config(cfg: TeacherConfig) -> dict:
 
 
 # where an encoder's starting weights came from: not architecture
-_WEIGHT_SOURCES = frozenset(EncoderWeights.model_fields)
+WEIGHT_SOURCE_KEYS = frozenset(EncoderWeights.model_fields)
 
 
 def arch_mismatch(arch_config: dict, cfg: StudentConfig | TeacherConfig) -> list[str]:
@@ -216,7 +216,7 @@ def arch_mismatch(arch_config: dict, cfg: StudentConfig | TeacherConfig) -> list
     return [
         f"{key}: {arch_config.get(key)!r} != {value!r}"
         for key, value in ours.items()
-        if key not in _WEIGHT_SOURCES and arch_config.get(key) != value
+        if key not in WEIGHT_SOURCE_KEYS and arch_config.get(key) != value
     ]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from depthkd.config.schema import ExperimentConfig
 from depthkd.models.kinds import ModelKind
 from depthkd.models.serialization import load_model, model_arch
+from depthkd.models.zoo import WEIGHT_SOURCE_KEYS
 from depthkd.tracking import model_registry
 from depthkd.train.job_context import JobContext
 from depthkd.train.launcher import StageResult
@@ -50,7 +51,8 @@ def registration_tags(
 
 def fitted_student_tags(student_arch: dict) -> dict[str, str]:
     """Tags naming the student an acclimated teacher was fitted to, field by field of its config
-    (weights aside): `distill.teacher` takes it only for a student of that architecture."""
+    (where its weights came from aside): `distill.teacher` takes it only for a student of that
+    architecture."""
 
     def text(value: object) -> str:
         if isinstance(value, list | tuple):
@@ -61,7 +63,7 @@ def fitted_student_tags(student_arch: dict) -> dict[str, str]:
     tags |= {
         f"student_{key}": text(value)
         for key, value in student_arch.items()
-        if key not in ("name", "weights")
+        if key != "name" and key not in WEIGHT_SOURCE_KEYS
     }
     return tags
 
