@@ -199,8 +199,9 @@ def build_teacher(cfg: TeacherConfig, *, max_depth: float) -> DepthModel:
 
 
 def teacher_arch_config(cfg: TeacherConfig) -> dict:
-    """What of `cfg` a model file keeps: the architecture, not where its weights came from."""
-    return cfg.model_dump(mode="json", exclude={"checkpoint", "key_map"})
+    """What of `cfg` a model file keeps: the architecture, not where its weights came from nor
+    under which licence."""
+    return cfg.model_dump(mode="json", exclude={"checkpoint", "key_map", "licence"})
 
 
 # where an encoder's starting weights came from: not architecture

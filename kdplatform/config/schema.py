@@ -335,6 +335,11 @@ class TeacherConfig(EncoderWeights):
         description="external state dict: key prefix → ours (backbone., decoder., head.), "
         "longest prefix first; a prefix mapped to '' is dropped",
     )
+    licence: str | None = Field(
+        None,
+        description="the teacher's licence as its model card states it (an SPDX id, e.g. "
+        "apache-2.0, cc-by-nc-4.0): tagged on every student it teaches, judged by the gate",
+    )
 
     @model_validator(mode="after")
     def _key_map_needs_checkpoint(self) -> TeacherConfig:
@@ -707,6 +712,10 @@ class PromotionConfig(StrictModel):
     budget: LatencyBudget | None = None
     retries: int = Field(
         2, ge=0, description="comparisons again when the champion moved during one"
+    )
+    allow_noncommercial_teacher: bool = Field(
+        False,
+        description="promote a student whose teacher's licence is non-commercial (cc-by-nc-*)",
     )
 
     @model_validator(mode="after")

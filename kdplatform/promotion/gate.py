@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from depthkd.config.schema import ExperimentConfig, depthkd_home
+from depthkd.config.schema import ExperimentConfig, PromotionConfig, depthkd_home
 from depthkd.console import Log
 from depthkd.data.shards import read_manifest
 from depthkd.errors import ConfigError, RegistryError
@@ -125,6 +125,19 @@ def other_data(challenger: VersionInfo, evaluation: EvaluationSet) -> str | None
     )
 
 
+def noncommercial_teacher(challenger: VersionInfo, policy: PromotionConfig) -> str | None:
+    """Why the challenger may not ship: its teacher's licence forbids commercial use (a Creative
+    Commons NC licence), unless the policy allows it."""
+    licence = challenger.tags.get("teacher_licence", "")
+    if policy.allow_noncommercial_teacher or "-nc" not in licence.lower():
+        return None
+    return (
+        f"v{challenger.version} learnt from teacher {challenger.tags.get('teacher')!r} under "
+        f"{licence}, a non-commercial licence (promotion.allow_noncommercial_teacher: true "
+        "promotes it anyway)"
+    )
+
+
 def run_gate(
     cfg: ExperimentConfig,
     *,
@@ -155,6 +168,9 @@ def run_gate(
         return _finish(outcome, cfg, evaluation, started, log, record=False)
     if problem := not_comparable(challenger, evaluation) or other_data(challenger, evaluation):
         outcome.decision = Decision(False, f"not comparable: {problem}")
+        return _finish(outcome, cfg, evaluation, started, log)
+    if problem := noncommercial_teacher(challenger, policy):
+        outcome.decision = Decision(False, problem)
         return _finish(outcome, cfg, evaluation, started, log)
     model = load_registered_model(challenger.ref)
     outcome.challenger_metrics = _evaluate(model, challenger, cfg, evaluation, log)

@@ -127,6 +127,7 @@ def register_model(
     *,
     alias: str,
     tags: dict[str, Any] | None = None,
+    description: str | None = None,
     home: Path | None = None,
 ) -> int:
     """Registers `model_uri` as a new version of `registered_name` and points `alias` at it.
@@ -137,6 +138,7 @@ def register_model(
         registered_name: registered model, created if missing (e.g. `depthkd-student`).
         alias: alias moved to the new version (e.g. `challenger`).
         tags: version tags (values as `str()`), e.g. the dataset and eval protocol.
+        description: the version's description (its model card, Markdown).
         home: local state root for the default store.
 
     Returns:
@@ -159,6 +161,7 @@ def register_model(
             source=f"models:/{model_id}",
             run_id=logged.source_run_id,
             tags={str(k): str(v) for k, v in (tags or {}).items()},
+            description=description,
             model_id=model_id,
         )
         client.set_registered_model_alias(registered_name, alias, version.version)

@@ -188,7 +188,11 @@ def _run_job(ctx: JobContext, *, log: Log, progress: StageProgress | None) -> Jo
             available |= {spec.produces[role]: path for role, path in result.exports.items()}
             if ctx.has_test_split and result.exports:
                 ctx.test_metrics[stage] = test_report(ctx, result, logger, log)
-            register_stage(ctx, result, final=stage == ctx.stages[-1])
+            # the teacher it learnt from: online, or through the pseudo-labels it wrote
+            teacher = inputs.get("teacher") or (
+                available.get(ModelKind.TEACHER) if labels_frames(cfg, stage) else None
+            )
+            register_stage(ctx, result, final=stage == ctx.stages[-1], teacher=teacher)
         status = "FINISHED"
     finally:
         logger.close()

@@ -3,7 +3,10 @@ was trained for, which split chose it and which one it is reported on)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from depthkd.config.schema import ExperimentConfig
+from depthkd.data.shards import sha256_file
 from depthkd.models.kinds import ModelKind
 from depthkd.models.serialization import load_model, model_arch
 from depthkd.models.zoo import WEIGHT_SOURCE_KEYS
@@ -49,6 +52,56 @@ def registration_tags(
     }
 
 
+LICENCE_NOT_STATED = "not stated"
+
+
+def teacher_tags(cfg: ExperimentConfig, teacher: Path | None) -> dict[str, str]:
+    """Tags naming the teacher a model learnt from: the reference the config gives, the sha256
+    of the model file the stage used and the licence the config declares for it."""
+    given = cfg.distill.teacher or cfg.model.teacher.checkpoint
+    tags = {
+        "teacher": given or f"{cfg.model.teacher.name} (trained by this job)",
+        "teacher_licence": cfg.model.teacher.licence or LICENCE_NOT_STATED,
+    }
+    if teacher is not None:
+        tags["teacher_sha256"] = sha256_file(teacher)
+    return tags
+
+
+def model_card(kind: ModelKind, arch: dict, tags: dict[str, str]) -> str:
+    """The version's description in the registry: what it is, its teacher, its data and splits,
+    its metrics with the protocol (Markdown, as MLflow's UI renders it)."""
+    config = arch.get("config", {})
+    what = {
+        ModelKind.STUDENT: "CNN student",
+        ModelKind.TEACHER: "depth teacher",
+        ModelKind.ACCLIMATED_TEACHER: f"teacher acclimated for student {tags.get('student')}",
+    }[kind]
+    val, test = tags["selection_split"], tags["report_split"]
+
+    def metrics(split: str) -> str:
+        shown = [
+            f"{m} {tags[f'{split}/{m}']}"
+            for m in ("abs_rel", "rmse", "d1")
+            if f"{split}/{m}" in tags
+        ]
+        return ", ".join(shown) or "not measured"
+
+    lines = [
+        f"**depthkd {what}**: `{config.get('name')}`, trained by job `{tags['job']}` "
+        f"(stage `{tags['stage']}`), depth up to {arch.get('max_depth')} m.",
+        "",
+        f"* data: {tags['dataset']} ({tags['data_source']}); chosen on `{val}`, reported on "
+        f"`{test}` under the {tags['protocol']} protocol",
+        f"* {val}: {metrics(val)}",
+        f"* {test} ({tags['protocol']}): {metrics(test)}" if test != "none" else f"* {test}: none",
+    ]
+    if "teacher" in tags:
+        sha = f", sha256 {tags['teacher_sha256'][:16]}…" if "teacher_sha256" in tags else ""
+        lines.append(f"* teacher: `{tags['teacher']}`{sha}; licence: {tags['teacher_licence']}")
+    return "\n".join(lines)
+
+
 def fitted_student_tags(student_arch: dict) -> dict[str, str]:
     """Tags naming the student an acclimated teacher was fitted to, field by field of its config
     (where its weights came from aside): `distill.teacher` takes it only for a student of that
@@ -68,9 +121,15 @@ def fitted_student_tags(student_arch: dict) -> dict[str, str]:
     return tags
 
 
-def register_stage(ctx: JobContext, result: StageResult, *, final: bool) -> None:
+def register_stage(
+    ctx: JobContext, result: StageResult, *, final: bool, teacher: Path | None = None
+) -> None:
     """Logs the stage's exports to the run and registers the teachers and the job's final
-    student (a baseline trained on the way, for the ghost decoder, is logged only)."""
+    student (a baseline trained on the way, for the ghost decoder, is logged only).
+
+    Args:
+        teacher: the teacher model file the stage learnt from, if it had one.
+    """
     cfg = ctx.cfg
     assert ctx.run is not None  # the job opens its run before the first stage
     produces = STAGES.get(result.stage).produces
@@ -92,5 +151,9 @@ def register_stage(ctx: JobContext, result: StageResult, *, final: bool) -> None
         )
         if kind == ModelKind.ACCLIMATED_TEACHER:  # its ghost decoder is shaped for one student
             tags |= fitted_student_tags(model_arch(model)["student"])
-        version = model_registry.register_model(uri, name, alias=alias, tags=tags)
+        if teacher is not None or kind != ModelKind.STUDENT:
+            tags |= teacher_tags(cfg, teacher)
+        version = model_registry.register_model(
+            uri, name, alias=alias, tags=tags, description=model_card(kind, model_arch(model), tags)
+        )
         ctx.registered[kind] = f"{name} v{version} @{alias}"

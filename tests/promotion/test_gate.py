@@ -75,10 +75,13 @@ def _register(
     dataset: str = "nyu",
     protocol: str = "nyu-eigen",
     source: str = "prepared-shards",
+    teacher_licence: str | None = None,
 ) -> int:
     run = open_job_run(experiment="tests", job_id=f"student-{student.seed}")
     uri = log_depth_model(run, load_model(student.path), name="student")
     tags = {"dataset": dataset, "protocol": protocol, "data_source": source}
+    if teacher_licence:
+        tags |= {"teacher": "depth-anything-v2-large", "teacher_licence": teacher_licence}
     return register_model(uri, NAME, alias="challenger", tags=tags)
 
 
@@ -197,6 +200,23 @@ def test_other_dataset_or_protocol_is_not_comparable(
         "not comparable: v1 was trained for kitti, the evaluation set is nyu"
     )
     assert outcome.challenger_metrics is None  # refused before any evaluation
+
+
+def test_a_student_of_a_noncommercial_teacher_is_refused_unless_allowed(
+    cfg: ExperimentConfig, home: Path, students: dict[int, Student]
+) -> None:
+    first = _register(students[0], teacher_licence="CC-BY-NC-4.0")
+    outcome = run_gate(cfg, log=lambda *_: None)
+    assert not outcome.promoted and outcome.challenger_metrics is None and _champion(home) is None
+    assert outcome.decision.reason == (
+        f"v{first} learnt from teacher 'depth-anything-v2-large' under CC-BY-NC-4.0, a "
+        "non-commercial licence (promotion.allow_noncommercial_teacher: true promotes it anyway)"
+    )
+    assert _tags(home, first)["promotion.decision"] == "refused"
+    allowed = with_values(cfg, {"promotion.allow_noncommercial_teacher": True})
+    assert run_gate(allowed, log=lambda *_: None).promoted and _champion(home) == first
+    _register(students[1], teacher_licence="apache-2.0")  # commercial use allowed: judged
+    assert run_gate(cfg, log=lambda *_: None).challenger_metrics is not None
 
 
 def test_a_model_of_real_data_is_not_judged_on_the_bundled_frames_nor_the_reverse(

@@ -115,6 +115,12 @@ def test_distill_job_labels_its_unlabeled_frames_and_records_the_lineage(
     assert tags["mlflow.data.context"] == "training"
     assert tags["depthkd.teacher_sha256"] == record["teacher"]["sha256"]
     assert set(ctx.test_metrics) == {"teacher", "supervised", "distill"}
+    # the registered student names the teacher that labelled its frames
+    student = MlflowClient(ctx.run.tracking_uri).get_model_version_by_alias(
+        "depthkd-student", "challenger"
+    )
+    assert student.tags["teacher_sha256"] == record["teacher"]["sha256"]
+    assert student.tags["teacher"] == "swin_micro (trained by this job)"
 
 
 @pytest.mark.ray

@@ -12,6 +12,7 @@ import mlflow
 import pytest
 from ray.train import UserCallback
 
+from depthkd.data.shards import sha256_file
 from depthkd.models.serialization import load_model
 from depthkd.train.jobs import prepare_job, run_job
 from depthkd.train.launcher import HEALTH_CHECK_ENV, HEALTH_CHECK_INTERVAL_S, run_stage
@@ -35,8 +36,18 @@ def test_local_mode_distill_end_to_end(embedded_ray, home: Path) -> None:
         "acclimated_teacher": "depthkd-acclimated-teacher v1 @newest",
         "student": "depthkd-student v1 @challenger",
     }
-    # the acclimated teacher's version names the student its ghost decoder fits
     client = mlflow.MlflowClient(ctx.run.tracking_uri)
+    # the student names the teacher it learnt from (the one acclimated here) in tags and card
+    student = client.get_model_version_by_alias("depthkd-student", "challenger")
+    acclimated = ctx.results["acclimate"].exports["teacher"]
+    assert student.tags["teacher"] == "swin_micro (trained by this job)"
+    assert student.tags["teacher_sha256"] == sha256_file(acclimated)
+    assert student.tags["teacher_licence"] == "not stated"
+    card = student.description
+    assert card.startswith("**depthkd CNN student**: `mobilenetv2_050`, trained by job `tiny`")
+    assert "* val: abs_rel " in card and "* test (nyu-eigen): abs_rel " in card
+    assert "* teacher: `swin_micro (trained by this job)`, sha256 " in card
+    # the acclimated teacher's version names the student its ghost decoder fits
     fitted = client.get_model_version_by_alias("depthkd-acclimated-teacher", "newest").tags
     student = cfg.model.student
     assert (fitted["student"], fitted["student_lg_global"]) == (student.name, "true")
