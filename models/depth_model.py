@@ -21,7 +21,6 @@ class DepthOutput(NamedTuple):
 
     depth: torch.Tensor  # (B, 1, H, W) metres
     features: list[torch.Tensor]  # encoder pyramid = decoder input, finest first, NCHW
-    decoded: torch.Tensor  # (B, C, H/4, W/4) decoder output
 
 
 class DepthModel(nn.Module):
@@ -73,4 +72,4 @@ class DepthModel(nn.Module):
         feats = self.encode(padded)
         decoded = self.decoder(feats)
         depth = self.head(decoded, padded.shape[-2:])[..., :height, :width]
-        return DepthOutput(depth, feats, decoded) if return_features else depth
+        return DepthOutput(depth, feats) if return_features else depth

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from torch import nn
 
 from depthkd.models.backbones import PYRAMID_REDUCTIONS
 from depthkd.models.decoders import LGDecoder
-from depthkd.models.depth_model import DepthModel
+from depthkd.models.depth_model import DepthModel, DepthOutput
 from depthkd.models.heads import DepthHead
-from depthkd.models.layers import ConvBNAct, pad_to_multiple, resize_to
+from depthkd.models.hf_teachers import ExternalDepthModel
+from depthkd.models.layers import ConvBNAct, resize_to
 
 
 def student_pyramid_sizes(height: int, width: int) -> list[tuple[int, int]]:
@@ -99,11 +100,15 @@ class TeacherOutput(NamedTuple):
     features: list[torch.Tensor]  # adapted pyramid, same shapes as the student's decoder inputs
 
 
+# a depth teacher: depthkd's own, or one from outside behind the same interface
+TeacherModel = DepthModel | ExternalDepthModel
+
+
 class AcclimatedTeacher(nn.Module):
-    """A teacher `DepthModel` plus its ghost decoder: one encoder pass, two depth maps."""
+    """A depth teacher plus its ghost decoder: one encoder pass, two depth maps."""
 
     def __init__(
-        self, teacher: DepthModel, ghost: GhostDecoder, *, arch: dict | None = None
+        self, teacher: TeacherModel, ghost: GhostDecoder, *, arch: dict | None = None
     ) -> None:
         super().__init__()
         self.teacher = teacher
@@ -116,8 +121,7 @@ class AcclimatedTeacher(nn.Module):
 
     def forward(self, image: torch.Tensor) -> TeacherOutput:
         height, width = image.shape[-2:]
-        padded = pad_to_multiple(image, self.teacher.backbone.input_multiple)
-        feats = self.teacher.encode(padded)
-        depth = self.teacher.head(self.teacher.decoder(feats), padded.shape[-2:])
-        ghost_depth, adapted = self.ghost(feats, (height, width))
-        return TeacherOutput(depth[..., :height, :width], ghost_depth, adapted)
+        # one encoder pass for both heads
+        out = cast(DepthOutput, self.teacher(image, return_features=True))
+        ghost_depth, adapted = self.ghost(out.features, (height, width))
+        return TeacherOutput(out.depth, ghost_depth, adapted)

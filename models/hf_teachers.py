@@ -69,6 +69,7 @@ from torch import nn
 
 from depthkd.errors import CheckpointError
 from depthkd.models.backbones import PYRAMID_REDUCTIONS, FeatureInfo
+from depthkd.models.depth_model import DepthOutput
 from depthkd.models.layers import resize_to
 
 if TYPE_CHECKING:  # annotations only: importing this module does not load transformers
@@ -390,3 +391,70 @@ def _check_family(hf_id: str | Path, config: PretrainedConfig) -> None:
             f"model (model types: {supported})",
             hint="use a *ForDepthEstimation checkpoint: Depth Anything (V1/V2), DPT or ZoeDepth",
         )
+
+
+class ExternalDepthModel(nn.Module):
+    """An `ExternalTeacher` where depthkd expects a teacher `DepthModel`: acclimation (the ghost
+    decoder's adapters read `backbone.feature_info` and the four maps), the pseudo-label pass,
+    evaluation and model files (`arch`). Depth is clamped to the job's range (`max_depth`), as
+    depthkd's own heads bound theirs.
+    """
+
+    def __init__(self, teacher: ExternalTeacher, *, max_depth: float, arch: dict) -> None:
+        super().__init__()
+        self.backbone = teacher
+        self._max_depth = float(max_depth)
+        self.arch = dict(arch)
+
+    @property
+    def max_depth(self) -> float:
+        return self._max_depth
+
+    def forward(
+        self, image: torch.Tensor, return_features: bool = False
+    ) -> torch.Tensor | DepthOutput:
+        """Depth `(B, 1, H, W)` in metres, or a `DepthOutput` with the four maps."""
+        out = self.backbone(image)
+        depth = out.depth.clamp(min=0.0, max=self._max_depth)
+        return DepthOutput(depth, list(out.features.values())) if return_features else depth
+
+
+def hf_arch(teacher: HFDepthTeacher) -> dict[str, Any]:
+    """What rebuilds `teacher` without its hub repo or directory (a model file's `arch["hf"]`):
+    the transformers config, the folded normalisation and the output kind."""
+    return {
+        "config": teacher.model.config.to_dict(),
+        "mean": teacher.mean.flatten().tolist(),
+        "std": teacher.std.flatten().tolist(),
+        "output": teacher.output,
+    }
+
+
+def hf_teacher_from_arch(hf: dict[str, Any]) -> HFDepthTeacher:
+    """The teacher `hf_arch` describes, randomly initialised: its model file's state follows."""
+    transformers = _import_transformers("a model file's teacher")
+    config = transformers.AutoConfig.for_model(**hf["config"])
+    model = transformers.AutoModelForDepthEstimation.from_config(config)
+    return HFDepthTeacher(
+        model, image_mean=hf["mean"], image_std=hf["std"], output=hf["output"]
+    ).eval()
+
+
+def metric_hf_teacher(hf_id: str) -> HFDepthTeacher:
+    """`load_hf_teacher` for `model.teacher.hf_id` (`ORG/NAME@REVISION` or a directory), metric
+    models only.
+
+    Raises:
+        CheckpointError: as `load_hf_teacher`, or the model predicts relative depth.
+    """
+    repo, _, revision = hf_id.partition("@") if not Path(hf_id).is_dir() else (hf_id, "", "")
+    teacher = load_hf_teacher(repo, revision=revision or None)
+    if teacher.output != "metric":
+        raise CheckpointError(
+            f"Hugging Face teacher {hf_id} predicts {teacher.output.replace('_', ' ')}: jobs take "
+            "metric teachers so far (aligning a relative teacher to each frame's ground truth is "
+            "not wired into the stages yet)",
+            hint="use a metric model: ZoeDepth, or a Depth Anything metric model "
+            "(depth_estimation_type: metric)",
+        )
+    return teacher

@@ -24,7 +24,7 @@ from depthkd.models.kinds import ModelKind
 
 if TYPE_CHECKING:  # annotations only: the models are imported where a file is loaded
     from depthkd.models.depth_model import DepthModel
-    from depthkd.models.ghost import AcclimatedTeacher
+    from depthkd.models.ghost import AcclimatedTeacher, TeacherModel
 
 _PREFIXES = ("module.", "_orig_mod.")
 
@@ -115,24 +115,25 @@ def load_model(
 ) -> AcclimatedTeacher: ...
 @overload
 def load_model(
-    path: Path,
-    *,
-    expect: Literal[ModelKind.STUDENT, ModelKind.TEACHER],
-    source: str | None = None,
+    path: Path, *, expect: Literal[ModelKind.STUDENT], source: str | None = None
 ) -> DepthModel: ...
+@overload
+def load_model(
+    path: Path, *, expect: Literal[ModelKind.TEACHER], source: str | None = None
+) -> TeacherModel: ...
 @overload
 def load_model(
     path: Path,
     *,
     expect: ModelKind | Collection[ModelKind] | None = None,
     source: str | None = None,
-) -> DepthModel | AcclimatedTeacher: ...
+) -> TeacherModel | AcclimatedTeacher: ...
 def load_model(
     path: Path,
     *,
     expect: ModelKind | Collection[ModelKind] | None = None,
     source: str | None = None,
-) -> DepthModel | AcclimatedTeacher:
+) -> TeacherModel | AcclimatedTeacher:
     """Rebuilds the model of a file written by `save_model` and loads its state, in eval mode.
 
     Args:

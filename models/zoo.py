@@ -20,8 +20,15 @@ from depthkd.errors import CheckpointError, RegistryError
 from depthkd.models.backbones import build_backbone
 from depthkd.models.decoders import DPTDecoder, LGDecoder
 from depthkd.models.depth_model import DepthModel
-from depthkd.models.ghost import AcclimatedTeacher, GhostDecoder
+from depthkd.models.ghost import AcclimatedTeacher, GhostDecoder, TeacherModel
 from depthkd.models.heads import DepthHead
+from depthkd.models.hf_teachers import (
+    ExternalDepthModel,
+    HFDepthTeacher,
+    hf_arch,
+    hf_teacher_from_arch,
+    metric_hf_teacher,
+)
 from depthkd.models.kinds import ModelKind
 from depthkd.models.urcdc import CrossDistillModel
 from depthkd.models.weights import (
@@ -113,11 +120,12 @@ def _encoder(registry: Registry[Encoder], name: str) -> Encoder:
     )
 
 
-def check_model_names(student: str, teacher: str) -> None:
+def check_model_names(student: str, teacher: str | None) -> None:
     """Raises RegistryError (with close matches) for a student or teacher name nothing builds:
-    for the driver, before any worker would fail on it."""
+    for the driver, before any worker would fail on it (None: a teacher not built by name)."""
     _encoder(STUDENTS, student)
-    _encoder(TEACHERS, teacher)
+    if teacher is not None:
+        _encoder(TEACHERS, teacher)
 
 
 def check_encoder_weights(cfg: ModelConfig) -> None:
@@ -128,10 +136,11 @@ def check_encoder_weights(cfg: ModelConfig) -> None:
     Raises:
         CheckpointError: naming `model.student` or `model.teacher` and what is wrong.
     """
-    for role, encoder, registry in (
-        ("student", cfg.student, STUDENTS),
-        ("teacher", cfg.teacher, TEACHERS),
-    ):
+    encoders: list[tuple[str, StudentConfig | TeacherConfig, Registry[Encoder]]]
+    encoders = [("student", cfg.student, STUDENTS)]
+    if cfg.teacher.source == "timm":
+        encoders.append(("teacher", cfg.teacher, TEACHERS))
+    for role, encoder, registry in encoders:
         enc = _encoder(registry, encoder.name)
         try:
             location = _weights_location(encoder, enc)
@@ -182,6 +191,15 @@ def build_student(cfg: StudentConfig, *, max_depth: float) -> DepthModel:
     return DepthModel(backbone, decoder, head, arch=arch)
 
 
+def build_given_teacher(cfg: TeacherConfig, *, max_depth: float) -> TeacherModel:
+    """The teacher `cfg` describes: the Hugging Face depth model `cfg.hf_id` names
+    (`source: hf`), else `build_teacher`'s."""
+    if cfg.source == "hf":
+        assert cfg.hf_id is not None  # the config's validator
+        return _hf_teacher(metric_hf_teacher(cfg.hf_id), cfg, max_depth=max_depth)
+    return build_teacher(cfg, max_depth=max_depth)
+
+
 def build_teacher(cfg: TeacherConfig, *, max_depth: float) -> DepthModel:
     """The transformer teacher: pyramid encoder + DPT decoder + `max_depth·sigmoid` head."""
     enc = _encoder(TEACHERS, cfg.name)
@@ -196,6 +214,18 @@ def build_teacher(cfg: TeacherConfig, *, max_depth: float) -> DepthModel:
         "max_depth": max_depth,
     }
     return DepthModel(backbone, decoder, head, arch=arch)
+
+
+def _hf_teacher(
+    teacher: HFDepthTeacher, cfg: TeacherConfig, *, max_depth: float
+) -> ExternalDepthModel:
+    arch = {
+        "kind": ModelKind.TEACHER.value,
+        "config": teacher_arch_config(cfg),
+        "max_depth": max_depth,
+        "hf": hf_arch(teacher),  # a model file rebuilds it without the hub or the directory
+    }
+    return ExternalDepthModel(teacher, max_depth=max_depth, arch=arch)
 
 
 def teacher_arch_config(cfg: TeacherConfig) -> dict:
@@ -222,7 +252,7 @@ def arch_mismatch(arch_config: dict, cfg: StudentConfig | TeacherConfig) -> list
 
 
 def build_ghost_decoder(
-    teacher: DepthModel, student_cfg: StudentConfig, *, student_channels: tuple[int, ...]
+    teacher: TeacherModel, student_cfg: StudentConfig, *, student_channels: tuple[int, ...]
 ) -> GhostDecoder:
     """A ghost decoder with the student's decoder configuration, fed by `teacher`'s pyramid.
 
@@ -240,10 +270,19 @@ def build_ghost_decoder(
 
 
 def build_acclimated_teacher(
-    teacher_cfg: TeacherConfig, student_cfg: StudentConfig, *, max_depth: float
+    teacher_cfg: TeacherConfig,
+    student_cfg: StudentConfig,
+    *,
+    max_depth: float,
+    teacher: TeacherModel | None = None,
 ) -> AcclimatedTeacher:
-    """Teacher + ghost decoder shaped for the student that `student_cfg` describes."""
-    teacher = build_teacher(teacher_cfg, max_depth=max_depth)
+    """Teacher + ghost decoder shaped for the student that `student_cfg` describes.
+
+    Args:
+        teacher: the depth teacher to acclimate (a given one); default: built from `teacher_cfg`.
+    """
+    if teacher is None:
+        teacher = build_given_teacher(teacher_cfg, max_depth=max_depth)
     channels = student_feature_channels(student_cfg)
     ghost = build_ghost_decoder(teacher, student_cfg, student_channels=channels)
     arch = {
@@ -252,6 +291,8 @@ def build_acclimated_teacher(
         "student": student_cfg.model_dump(mode="json"),
         "max_depth": max_depth,
     }
+    if "hf" in teacher.arch:
+        arch["hf"] = teacher.arch["hf"]
     return AcclimatedTeacher(teacher, ghost, arch=arch)
 
 
@@ -276,7 +317,7 @@ def student_feature_channels(cfg: StudentConfig) -> tuple[int, ...]:
     return build_backbone(enc.timm_name, **enc.timm_kwargs).feature_info.channels
 
 
-def build_from_arch(arch: dict[str, Any]) -> DepthModel | AcclimatedTeacher:
+def build_from_arch(arch: dict[str, Any]) -> TeacherModel | AcclimatedTeacher:
     """Rebuilds (random init) the model a checkpoint's `arch` describes; load its state after.
 
     Encoder weight sources named in the arch are not read again: the checkpoint's state replaces
@@ -291,15 +332,24 @@ def build_from_arch(arch: dict[str, Any]) -> DepthModel | AcclimatedTeacher:
         return build_student(
             _arch_config(arch, "config", StudentConfig), max_depth=arch["max_depth"]
         )
+    if kind == ModelKind.TEACHER and "hf" in arch:
+        cfg = _arch_config(arch, "config", TeacherConfig)
+        return _hf_teacher(hf_teacher_from_arch(arch["hf"]), cfg, max_depth=arch["max_depth"])
     if kind == ModelKind.TEACHER:
         return build_teacher(
             _arch_config(arch, "config", TeacherConfig), max_depth=arch["max_depth"]
         )
     if kind == ModelKind.ACCLIMATED_TEACHER:
+        teacher_cfg = _arch_config(arch, "config", TeacherConfig)
         return build_acclimated_teacher(
-            _arch_config(arch, "config", TeacherConfig),
+            teacher_cfg,
             _arch_config(arch, "student", StudentConfig),
             max_depth=arch["max_depth"],
+            teacher=_hf_teacher(
+                hf_teacher_from_arch(arch["hf"]), teacher_cfg, max_depth=arch["max_depth"]
+            )
+            if "hf" in arch
+            else None,
         )
     raise RegistryError(f"unknown model kind {kind!r} in checkpoint arch")
 

@@ -323,6 +323,16 @@ class TeacherConfig(EncoderWeights):
     """
 
     name: str = "swin_tiny"
+    source: Literal["timm", "hf"] = Field(
+        "timm",
+        description="timm: a registered or timm encoder with depthkd's DPT decoder; hf: the "
+        "Hugging Face depth model hf_id names (Depth Anything, DPT, ZoeDepth)",
+    )
+    hf_id: str | None = Field(
+        None,
+        description="source hf: a hub repo id (ORG/NAME, ORG/NAME@REVISION) or a directory "
+        "written by save_pretrained",
+    )
     decoder_width: int | None = Field(None, ge=8, description="DPT decoder width; registry default")
     checkpoint: ModelReference = Field(
         None,
@@ -346,6 +356,30 @@ class TeacherConfig(EncoderWeights):
         if self.key_map and self.checkpoint is None:
             raise ValueError("key_map renames the keys of model.teacher.checkpoint, which is unset")
         return self
+
+    @model_validator(mode="after")
+    def _hf_needs_its_id(self) -> TeacherConfig:
+        if (self.source == "hf") != (self.hf_id is not None):
+            raise ValueError("source hf and hf_id go together: hf_id names the Hugging Face model")
+        if self.source == "hf":
+            given = [k for k in ("checkpoint", "weights", "pretrained") if getattr(self, k)]
+            if given:
+                raise ValueError(f"a Hugging Face teacher brings its own weights: drop {given}")
+        return self
+
+    @property
+    def given(self) -> str | None:
+        """The depth-trained teacher the config gives, as a reference (None: none, a job trains
+        or acclimates one from the encoder): `checkpoint`, or `hf:<hf_id>`."""
+        return f"hf:{self.hf_id}" if self.source == "hf" else self.checkpoint
+
+    @field_validator("hf_id")
+    @classmethod
+    def _local_directory_absolute(cls, value: str | None) -> str | None:
+        """A local directory made absolute (Ray workers run elsewhere); a repo id as given."""
+        if value is not None and Path(value).expanduser().is_dir():
+            return str(Path(value).expanduser().resolve())
+        return value
 
 
 class ModelConfig(StrictModel):

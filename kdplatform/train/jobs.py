@@ -56,12 +56,16 @@ def resolve_shards(cfg: ExperimentConfig, *, progress: bool = True) -> Location:
     return ensure_shards(cfg.data, depthkd_home(), progress=progress)
 
 
+# stages that train the teacher's own depth head or couple it to the student (URCDC)
+HF_TEACHER_CANNOT = ("teacher", "cross_distill")
+
+
 def acclimation_stages(cfg: ExperimentConfig) -> list[str]:
     """What acclimation needs first, then acclimation: a depth-trained teacher (unless
     `model.teacher.checkpoint` gives one or `acclimate.pretrain_teacher` is off) and, for a
     copied ghost, a trained student (unless `acclimate.ghost_from` gives one)."""
     stages = []
-    if cfg.model.teacher.checkpoint is None and cfg.acclimate.pretrain_teacher:
+    if cfg.model.teacher.given is None and cfg.acclimate.pretrain_teacher:
         stages.append("teacher")
     if cfg.acclimate.ghost == "copy" and cfg.acclimate.ghost_from is None:
         stages.append("supervised")
@@ -79,7 +83,7 @@ def job_stages(cfg: ExperimentConfig, job: str) -> list[str]:
     if job == "acclimate":
         return acclimation_stages(cfg)
     if job == "distill" and not cfg.distill.needs_teacher_online:
-        given = cfg.model.teacher.checkpoint or cfg.distill.teacher
+        given = cfg.model.teacher.given or cfg.distill.teacher
         trains_teacher = labels_frames(cfg, "distill") and given is None
         return ["teacher"] * trains_teacher + ["supervised", job]
     if STAGES.get(job).needs_teacher and cfg.distill.teacher is None:
@@ -102,8 +106,17 @@ def prepare_job(cfg: ExperimentConfig, job: str, *, progress: bool = True) -> Jo
             "path) or distill.acclimate_first=true"
         )
     check_strategy(cfg.train)
-    check_model_names(cfg.model.student.name, cfg.model.teacher.name)
+    teacher = cfg.model.teacher
+    check_model_names(cfg.model.student.name, teacher.name if teacher.source == "timm" else None)
     check_encoder_weights(cfg.model)
+    stages = job_stages(cfg, job)
+    # a teacher from outside is taken as it comes: acclimated, never trained anew or coupled
+    if teacher.source == "hf" and (trained := [s for s in stages if s in HF_TEACHER_CANNOT]):
+        raise ConfigError(
+            f"job {job!r} runs {', '.join(trained)} on its teacher, which a Hugging Face teacher "
+            "(model.teacher.hf_id) does not take",
+            hint="distil from it (depthkd distill), acclimating it first; or use a timm teacher",
+        )
     shards = resolve_shards(cfg, progress=progress)
     ctx = JobContext(
         cfg=cfg,
@@ -111,7 +124,7 @@ def prepare_job(cfg: ExperimentConfig, job: str, *, progress: bool = True) -> Jo
         shards=shards,
         profile=data_profile(cfg, shards),
         out_dir=depthkd_home() / "runs" / cfg.name,
-        stages=job_stages(cfg, job),
+        stages=stages,
     )
     ctx.inputs = resolve_inputs(ctx)
     return ctx
@@ -153,7 +166,7 @@ def _run_job(ctx: JobContext, *, log: Log, progress: StageProgress | None) -> Jo
         and "teacher" not in ctx.stages
     ):
         log(
-            "WARNING: acclimating an UNTRAINED teacher (no model.teacher.checkpoint and "
+            "WARNING: acclimating an UNTRAINED teacher (no model.teacher.checkpoint or hf_id, and "
             "acclimate.pretrain_teacher=false): it has no depth accuracy to preserve, and the "
             "student learns from a teacher no better than itself"
         )

@@ -14,7 +14,7 @@ from depthkd.errors import CheckpointError, ConfigError, RegistryError
 from depthkd.models.kinds import ModelKind
 from depthkd.models.serialization import save_model
 from depthkd.models.teacher_weights import load_external_teacher
-from depthkd.models.zoo import arch_mismatch
+from depthkd.models.zoo import arch_mismatch, build_given_teacher
 from depthkd.tracking.references import load_model_reference
 from depthkd.train.job_context import JobContext
 from depthkd.train.unlabeled import labels_frames
@@ -106,6 +106,18 @@ def _resolve_model(
     return save_model(model, ctx.out_dir / "inputs" / name)
 
 
+def _hf_teacher_file(ctx: JobContext) -> Path:
+    """The Hugging Face teacher `model.teacher.hf_id` names, read here (hub or directory) and
+    written as a model file of this job: workers, the pseudo-label pass and acclimation load
+    that file, which rebuilds it without the hub."""
+    teacher_cfg = ctx.cfg.model.teacher
+    try:
+        model = build_given_teacher(teacher_cfg, max_depth=ctx.profile.max_depth)
+    except CheckpointError as exc:
+        raise ConfigError(f"model.teacher.hf_id: {exc}", hint=exc.hint) from exc
+    return save_model(model, ctx.out_dir / "inputs" / "pretrained_teacher.pt")
+
+
 def resolve_inputs(ctx: JobContext) -> dict[ModelKind, Path]:
     """The models the config names for the job's stages, by kind, each checked on the driver:
     `model.teacher.checkpoint` (a depth teacher), `acclimate.ghost_from` (a trained student),
@@ -113,9 +125,10 @@ def resolve_inputs(ctx: JobContext) -> dict[ModelKind, Path]:
     cfg, stages = ctx.cfg, set(ctx.stages)
     inputs: dict[ModelKind, Path] = {}
     labels = "distill" in stages and labels_frames(cfg, "distill")
-    if cfg.model.teacher.checkpoint and (
-        stages & {"teacher", "acclimate", "cross_distill"} or labels
-    ):
+    wants_teacher = bool(stages & {"teacher", "acclimate", "cross_distill"} or labels)
+    if cfg.model.teacher.source == "hf" and wants_teacher:
+        inputs[ModelKind.TEACHER] = _hf_teacher_file(ctx)
+    elif cfg.model.teacher.checkpoint and wants_teacher:
         inputs[ModelKind.TEACHER] = _resolve_model(
             ctx,
             "model.teacher.checkpoint",

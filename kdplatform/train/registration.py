@@ -58,7 +58,7 @@ LICENCE_NOT_STATED = "not stated"
 def teacher_tags(cfg: ExperimentConfig, teacher: Path | None) -> dict[str, str]:
     """Tags naming the teacher a model learnt from: the reference the config gives, the sha256
     of the model file the stage used and the licence the config declares for it."""
-    given = cfg.distill.teacher or cfg.model.teacher.checkpoint
+    given = cfg.distill.teacher or cfg.model.teacher.given
     tags = {
         "teacher": given or f"{cfg.model.teacher.name} (trained by this job)",
         "teacher_licence": cfg.model.teacher.licence or LICENCE_NOT_STATED,

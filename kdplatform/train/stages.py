@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from depthkd.config.schema import ExperimentConfig, LossConfig, StageConfig
 from depthkd.models import losses
 from depthkd.models.depth_model import DepthModel
-from depthkd.models.ghost import AcclimatedTeacher
+from depthkd.models.ghost import AcclimatedTeacher, TeacherModel
 from depthkd.models.kinds import ModelKind
 from depthkd.models.serialization import load_model
 from depthkd.models.urcdc import CrossDistillModel, bypass_schedule
@@ -300,7 +300,7 @@ def stage(
     return add
 
 
-def _encoder_ids(*models: DepthModel) -> set[int]:
+def _encoder_ids(*models: TeacherModel) -> set[int]:
     return {id(p) for m in models for p in m.backbone.parameters()}
 
 
@@ -374,10 +374,13 @@ def _fix(part: nn.Module) -> None:
     produces={"teacher": ModelKind.ACCLIMATED_TEACHER},
 )
 def acclimate_stage(cfg: ExperimentConfig, profile: DataProfile, inputs: dict[str, Path]) -> Stage:
+    given = load_model(inputs["teacher"], expect=ModelKind.TEACHER) if "teacher" in inputs else None
     model = build_acclimated_teacher(
-        cfg.model.teacher, cfg.model.student, max_depth=profile.max_depth
+        cfg.model.teacher,
+        cfg.model.student,
+        max_depth=profile.max_depth,
+        teacher=given,
     )
-    _start_from_teacher(model.teacher, inputs)
     stage_cfg = cfg.acclimate
     if stage_cfg.ghost == "copy":
         if "ghost" not in inputs:

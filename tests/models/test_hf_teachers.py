@@ -22,33 +22,10 @@ from depthkd.models.hf_teachers import (
     ExternalTeacherOutput,
     load_hf_teacher,
 )
+from tests.hf_models import IMAGENET, NECK, TINY_VIT, save_tiny, tiny_depth_anything
 
-IMAGENET = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
-NECK = [8, 16, 24, 32]  # neck_hidden_sizes of every tiny model: the declared feature channels
 H, W = 80, 256  # divisible by neither 14 nor 32
 FEATURE_SIZES = [(20, 64), (10, 32), (5, 16), (3, 8)]  # ceil(80 / r), ceil(256 / r)
-TINY_VIT = {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
-
-
-def _depth_anything(**kwargs: object) -> transformers.PretrainedConfig:
-    # four layers, not two: the neck takes four distinct layers and DINOv2's out_indices refuse
-    # repeats (a 2-layer DINOv2 offers only stem, stage1, stage2)
-    backbone = transformers.Dinov2Config(
-        **TINY_VIT,
-        num_hidden_layers=4,
-        patch_size=14,
-        image_size=28,
-        out_indices=[1, 2, 3, 4],
-        reshape_hidden_states=False,
-    )
-    return transformers.DepthAnythingConfig(
-        backbone_config=backbone,
-        reassemble_hidden_size=32,
-        neck_hidden_sizes=NECK,
-        fusion_hidden_size=16,
-        head_hidden_size=8,
-        **kwargs,
-    )
 
 
 def _dpt() -> transformers.PretrainedConfig:
@@ -114,13 +91,13 @@ def _zoedepth() -> transformers.PretrainedConfig:
 # family: (config, image processor, output kind, input multiple)
 FAMILIES: dict[str, tuple[Callable[[], transformers.PretrainedConfig], Callable, str, int]] = {
     "depth_anything": (
-        _depth_anything,
+        tiny_depth_anything,
         lambda: transformers.DPTImageProcessor(**IMAGENET),
         "relative_disparity",
         14,
     ),
     "depth_anything_metric": (
-        lambda: _depth_anything(depth_estimation_type="metric", max_depth=80),
+        lambda: tiny_depth_anything(depth_estimation_type="metric", max_depth=80),
         lambda: transformers.DPTImageProcessor(**IMAGENET),
         "metric",
         14,
@@ -131,32 +108,12 @@ FAMILIES: dict[str, tuple[Callable[[], transformers.PretrainedConfig], Callable,
 }
 
 
-def _save(directory: Path, config: transformers.PretrainedConfig, processor: object) -> Path:
-    """A random model of `config` and `processor`, written with save_pretrained.
-
-    transformers initialises weights with std 0.02, which shrinks depth to ~1e-7 of noise around
-    0; PyTorch's default init of the convs and linears keeps depth input-dependent, so that the
-    comparisons below mean something, and a bias of 0.5 on a relative head's last conv (before
-    its ReLU) keeps depth positive, as a trained head's is on ordinary images."""
-    torch.manual_seed(0)
-    model = transformers.AutoModelForDepthEstimation.from_config(config)
-    for module in model.modules():
-        if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)):
-            module.reset_parameters()
-    if config.model_type in ("depth_anything", "dpt"):
-        last = model.head.conv3 if hasattr(model.head, "conv3") else model.head.head[4]
-        torch.nn.init.constant_(last.bias, 0.5)
-    model.save_pretrained(directory)
-    processor.save_pretrained(directory)
-    return directory
-
-
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """`{family: directory}` of the tiny models, each with its image processor."""
     root = tmp_path_factory.mktemp("hf")
     return {
-        name: _save(root / name, config(), processor())
+        name: save_tiny(root / name, config(), processor())
         for name, (config, processor, _, _) in FAMILIES.items()
     }
 
@@ -255,7 +212,9 @@ def test_transformers_dpt_alone_refuses_non_square_input_the_teacher_takes_it(
 def test_normalisation_comes_from_the_image_processor(
     processor_kwargs: dict, scale: float | None, saved: dict[str, Path], tmp_path: Path
 ) -> None:
-    other = _save(tmp_path, _depth_anything(), transformers.DPTImageProcessor(**processor_kwargs))
+    other = save_tiny(
+        tmp_path, tiny_depth_anything(), transformers.DPTImageProcessor(**processor_kwargs)
+    )
     usual, unusual = load_hf_teacher(saved["depth_anything"]), load_hf_teacher(other)
     if scale is None:  # no normalisation at all
         mean, std = torch.zeros(3), torch.ones(3)
@@ -353,7 +312,7 @@ def test_an_uncached_repo_offline_says_so() -> None:
 @pytest.mark.parametrize(
     ("make", "what"),
     [
-        (lambda: transformers.Dinov2Model(_depth_anything().backbone_config), "Dinov2Model"),
+        (lambda: transformers.Dinov2Model(tiny_depth_anything().backbone_config), "Dinov2Model"),
         (
             lambda: transformers.DPTForSemanticSegmentation(_dpt()),
             "DPTForSemanticSegmentation",
@@ -370,7 +329,7 @@ def test_a_model_that_is_not_a_depth_model_is_refused(
 
 
 def test_a_directory_without_image_processor_is_refused(tmp_path: Path) -> None:
-    transformers.AutoModelForDepthEstimation.from_config(_depth_anything()).save_pretrained(
+    transformers.AutoModelForDepthEstimation.from_config(tiny_depth_anything()).save_pretrained(
         tmp_path
     )
     with pytest.raises(CheckpointError, match="cannot read the image processor"):
@@ -380,7 +339,7 @@ def test_a_directory_without_image_processor_is_refused(tmp_path: Path) -> None:
 def test_weights_that_do_not_fit_the_config_are_refused(tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
-    _save(tmp_path, _depth_anything(), transformers.DPTImageProcessor())
+    save_tiny(tmp_path, tiny_depth_anything(), transformers.DPTImageProcessor())
     weights = tmp_path / "model.safetensors"
     state = load_file(weights)
     save_file({k: v for k, v in state.items() if not k.startswith("head.")}, weights)
