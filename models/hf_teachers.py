@@ -349,12 +349,15 @@ def load_hf_teacher(
 
 def _import_transformers(hf_id: str | Path) -> Any:
     try:
-        return importlib.import_module("transformers")
+        transformers = importlib.import_module("transformers")
     except ImportError:
         raise CheckpointError(
             f"cannot load Hugging Face teacher {hf_id}: the package transformers is not installed",
             hint=_HINT_EXTRA,
         ) from None
+    # a job's console shows one line per event: no "Loading weights" bar per read
+    transformers.utils.logging.disable_progress_bar()
+    return transformers
 
 
 def _read(hf_id: str | Path, what: str, auto: Any, source: str, **kwargs: Any) -> Any:
