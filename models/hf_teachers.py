@@ -323,6 +323,7 @@ def load_hf_teacher(
         source,
         revision=revision,
         output_loading_info=True,
+        dtype=torch.float32,  # a half-precision release runs on our float32 input
     )
     missing = sorted(info["missing_keys"])
     if missing:  # (misshapen weights already raised inside from_pretrained)

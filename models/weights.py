@@ -18,9 +18,9 @@ with the alternatives named, instead of a worker hanging.
 
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
 import hashlib
-from collections.abc import Callable
+import threading
 from pathlib import Path
 
 import timm
@@ -88,22 +88,41 @@ def fetch_weights(location: str) -> Path:
 
 
 def fetch_with_deadline(location: str, deadline_s: float = FETCH_DEADLINE_S) -> Path:
-    """`fetch_weights` that gives up after `deadline_s` (a firewall that drops packets makes a
-    download wait far longer than any useful answer)."""
-    return _within(deadline_s, lambda: fetch_weights(location), location)
+    """`fetch_weights` that gives up when the source does not answer within `deadline_s` (a
+    firewall that drops packets makes a client wait far longer). The deadline bounds finding the
+    source, a cached copy or the hub's or object store's first answer, not a large download that
+    is under way."""
+    answered = threading.Event()
 
+    def ask() -> None:
+        with contextlib.suppress(Exception):  # fetch_weights below says what is wrong
+            _first_answer(location)
+        answered.set()
 
-def _within(deadline_s: float, fetch: Callable[[], Path], location: str) -> Path:
-    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="depthkd-weights")
-    try:
-        return pool.submit(fetch).result(timeout=deadline_s)
-    except concurrent.futures.TimeoutError:
+    # a daemon: a source that never answers must not keep the process alive after the error
+    threading.Thread(target=ask, name="depthkd-weights", daemon=True).start()
+    if not answered.wait(deadline_s):
         raise CheckpointError(
-            f"no answer from {location} in {deadline_s:.0f} s",
-            hint=_OFFLINE_HINT,
-        ) from None
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)  # a hung download is left behind
+            f"no answer from {location} in {deadline_s:.0f} s", hint=_OFFLINE_HINT
+        )
+    return fetch_weights(location)
+
+
+def _first_answer(location: str) -> None:
+    """Returns once the source of `location` has answered (or is a cached or local file)."""
+    if location.startswith(HF_HUB_PREFIX):
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+
+        repo, _, revision = location.removeprefix(HF_HUB_PREFIX).partition("@")
+        if any(
+            isinstance(try_to_load_from_cache(repo, name, revision=revision or None), str)
+            for name in HUB_FILES
+        ):
+            return
+        get_hf_file_metadata(hf_hub_url(repo, HUB_FILES[0], revision=revision or None))
+    elif not is_local_file(location):
+        bucket, key = storage.split_url(location)
+        storage.s3_client().head_object(Bucket=bucket, Key=key)
 
 
 _OFFLINE_HINT = (

@@ -244,10 +244,13 @@ def arch_mismatch(arch_config: dict, cfg: StudentConfig | TeacherConfig) -> list
     ours = (
         teacher_arch_config(cfg) if isinstance(cfg, TeacherConfig) else cfg.model_dump(mode="json")
     )
+    fields = type(cfg).model_fields
+    # a key a file written before it existed lacks holds that key's default
+    theirs = {key: arch_config.get(key, fields[key].get_default()) for key in ours}
     return [
-        f"{key}: {arch_config.get(key)!r} != {value!r}"
+        f"{key}: {theirs[key]!r} != {value!r}"
         for key, value in ours.items()
-        if key not in WEIGHT_SOURCE_KEYS and arch_config.get(key) != value
+        if key not in WEIGHT_SOURCE_KEYS and theirs[key] != value
     ]
 
 

@@ -106,6 +106,13 @@ def base_experiment(spec: SweepConfig) -> ExperimentConfig:
             f"{base.data.eval_split!r} (data.eval_split), so the metric must be "
             f"{base.data.eval_split}/<metric>"
         )
+    if base.model.teacher.source == "hf" and base.distill.teacher is None:
+        raise ConfigError(
+            "the base's teacher is a Hugging Face model (model.teacher.source: hf): sweeps do not "
+            "read one themselves yet",
+            hint="acclimate it once (`depthkd acclimate --config ...`) and give the sweep's base "
+            "the result: distill.teacher=<its teacher.pt>",
+        )
     if spec.stage == "distill" and base.distill.teacher and STUDENT_KEY in spec.space:
         raise ConfigError(
             f"the base names one teacher (distill.teacher={base.distill.teacher!r}) but the "

@@ -262,6 +262,11 @@ def _distill_values(
 def check_benchmark_config(cfg: ExperimentConfig, rows: tuple[KDRow, ...] = ROWS) -> None:
     """Refuses, before any training, a config whose rows would not compare like with like or
     that has no held-out split to report on."""
+    if cfg.model.teacher.source == "hf":
+        raise ConfigError(
+            "bench kd takes its teacher from model.teacher.checkpoint or trains one: a Hugging "
+            "Face teacher (model.teacher.source: hf) is not supported by it yet"
+        )
     supervised, distill = cfg.supervised, cfg.distill
     differ = [
         key

@@ -242,6 +242,22 @@ def download_model_file(uri: str, dst: Path, *, home: Path | None = None) -> Mod
     return ModelFile(Path(path), resolved, name, version, run_id)
 
 
+def registered_tags(ref: str, *, home: Path | None = None) -> dict[str, str]:
+    """The tags of the registered version `ref` names (`name@alias`, `models:/...`); {} for a
+    reference to anything else (a run, a file).
+
+    Raises:
+        RegistryError: the reference names no model.
+    """
+    uri = tracking_uri(home)
+    client = client_for(uri)
+    with pinned_tracking_uri(uri):
+        name, version = _registered_version(client, resolve_model_reference(ref, home=home))
+        if name is None or version is None:
+            return {}
+        return dict(client.get_model_version(name, str(version)).tags)
+
+
 def _registered_version(client: MlflowClient, uri: str) -> tuple[str | None, int | None]:
     """(registered name, version) of a `models:/name@alias` or `models:/name/<n>` URI."""
     name, _, version = uri.removeprefix("models:/").strip("/").partition("/")

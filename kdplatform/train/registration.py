@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from depthkd import storage
 from depthkd.config.schema import ExperimentConfig
 from depthkd.data.shards import sha256_file
 from depthkd.models.kinds import ModelKind
@@ -61,11 +62,20 @@ def teacher_tags(cfg: ExperimentConfig, teacher: Path | None) -> dict[str, str]:
     given = cfg.distill.teacher or cfg.model.teacher.given
     tags = {
         "teacher": given or f"{cfg.model.teacher.name} (trained by this job)",
-        "teacher_licence": cfg.model.teacher.licence or LICENCE_NOT_STATED,
+        "teacher_licence": cfg.model.teacher.licence or _registered_licence(cfg.distill.teacher),
     }
     if teacher is not None:
         tags["teacher_sha256"] = sha256_file(teacher)
     return tags
+
+
+def _registered_licence(reference: str | None) -> str:
+    """The licence a registered teacher's version carries (an acclimated teacher keeps the one
+    of the teacher it came from), else `LICENCE_NOT_STATED`."""
+    if reference is None or Path(reference).exists() or storage.is_remote(reference):
+        return LICENCE_NOT_STATED
+    tags = model_registry.registered_tags(reference)
+    return tags.get("teacher_licence", LICENCE_NOT_STATED)
 
 
 def model_card(kind: ModelKind, arch: dict, tags: dict[str, str]) -> str:

@@ -51,10 +51,11 @@ def check_same_inputs(folder: Path, job: str, stage: str, inputs: dict[str, Path
 
 def stage_settings(cfg: ExperimentConfig, section: StageConfig, shards: Location) -> dict[str, Any]:
     """What decides a stage's model besides its input models, as JSON-ready values: its own
-    section (`section`, steps included), the model, the data and where it is, the seed."""
+    section (`section`, steps included), the model (its teacher's licence aside: a label), the
+    data and where it is, the seed."""
     return {
         "stage": section.model_dump(mode="json"),
-        "model": cfg.model.model_dump(mode="json"),
+        "model": cfg.model.model_dump(mode="json", exclude={"teacher": {"licence"}}),
         "data": cfg.data.model_dump(mode="json"),
         "shards": str(shards),
         "seed": cfg.seed,

@@ -37,6 +37,7 @@ from depthkd.config.schema import ExperimentConfig, LossConfig, StageConfig
 from depthkd.models import losses
 from depthkd.models.depth_model import DepthModel
 from depthkd.models.ghost import AcclimatedTeacher, TeacherModel
+from depthkd.models.hf_teachers import ExternalDepthModel
 from depthkd.models.kinds import ModelKind
 from depthkd.models.serialization import load_model
 from depthkd.models.urcdc import CrossDistillModel, bypass_schedule
@@ -403,8 +404,12 @@ def acclimate_stage(cfg: ExperimentConfig, profile: DataProfile, inputs: dict[st
         predict=lambda m, images: m(images).depth,
         exports=lambda m: {"teacher": m},
         encoder_params=_encoder_ids(model.teacher),
-        # a fresh ghost may be frozen mid-run, and a head without a weighted term idles
-        find_unused_parameters=stage_cfg.freeze_ghost_after is not None or len(weights) < 2,
+        # a fresh ghost may be frozen mid-run, a head without a weighted term idles, and a
+        # Hugging Face teacher holds parameters its depth never uses (DINOv2's mask token, a
+        # fusion layer's unused residual block)
+        find_unused_parameters=stage_cfg.freeze_ghost_after is not None
+        or len(weights) < 2
+        or isinstance(model.teacher, ExternalDepthModel),
         on_step=fix_ghost,
         eval_before=True,
     )

@@ -126,7 +126,9 @@ def test_s3_weights_are_downloaded_once_per_node_and_again_when_replaced(
     assert torch.equal(first, _state(1)["conv_stem.weight"])
     cached = fetch_weights(url)
     assert cached.is_relative_to(tmp_path / "home" / "cache" / "weights")
+    written = cached.stat().st_mtime_ns
     assert fetch_weights(url) == cached  # the node's copy, not a second download
+    assert cached.stat().st_mtime_ns == written
     storage.upload_file(tmp_path / "2.safetensors", url)  # replaced at the same URL
     again = build_student(cfg, max_depth=10).backbone.body.conv_stem.weight
     assert torch.equal(again, _state(2)["conv_stem.weight"])

@@ -18,7 +18,7 @@ from depthkd.errors import ConfigError
 from depthkd.models.hf_teachers import ExternalDepthModel
 from depthkd.models.kinds import ModelKind
 from depthkd.models.serialization import load_model
-from depthkd.models.zoo import student_feature_channels
+from depthkd.models.zoo import build_given_teacher, student_feature_channels
 from depthkd.train.jobs import job_stages, prepare_job, run_job
 from depthkd.train.unlabeled import PSEUDO_LABEL_DIR
 from tests.hf_models import IMAGENET, save_tiny, tiny_depth_anything
@@ -75,6 +75,9 @@ def test_a_hf_teacher_is_acclimated_and_distilled_through_every_path(
     assert job_stages(cfg, "distill") == ["acclimate", "distill"]  # given: no teacher stage
     ctx = prepare_job(cfg, "distill", progress=False)
     given = ctx.inputs[ModelKind.TEACHER]
+    image = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        expected = build_given_teacher(cfg.model.teacher, max_depth=10.0).eval()(image)
     shutil.rmtree(copy)  # from here on the job's own model file is the teacher
     ctx = run_job(ctx, log=lambda _: None)
     assert list(ctx.results) == ["acclimate", "distill"]
@@ -85,9 +88,9 @@ def test_a_hf_teacher_is_acclimated_and_distilled_through_every_path(
 
     teacher = load_model(given, expect=ModelKind.TEACHER)
     assert isinstance(teacher, ExternalDepthModel)  # rebuilt from the file alone
-    image = torch.rand(1, 3, 64, 96)
     with torch.no_grad():
         depth = teacher(image)
+    assert torch.equal(depth, expected)  # the same network and normalisation as read
     assert depth.shape == (1, 1, 64, 96) and 0 <= float(depth.min()) <= float(depth.max()) <= 10
     acclimated = load_model(ctx.results["acclimate"].exports["teacher"])
     adapted = acclimated(image).features  # the teacher's maps in the student's shapes
@@ -112,6 +115,21 @@ def test_stages_a_hf_teacher_does_not_take_are_refused_before_any_data(
     with pytest.raises(ConfigError, match=f"job '{job}' runs {job} on its teacher"):
         prepare_job(_config(home, metric_da), job, progress=False)
     assert not (home / "data").exists()
+
+
+def test_sweeps_and_the_kd_benchmark_refuse_a_hf_teacher_they_cannot_read(
+    home: Path, metric_da: Path
+) -> None:
+    from depthkd.bench.kd import check_benchmark_config
+    from depthkd.tune.sweep import base_experiment, load_sweep
+
+    spec = load_sweep(Path(__file__).resolve().parents[2] / "configs" / "sweep_tiny.yaml")
+    hf = ["model.teacher.source=hf", f"model.teacher.hf_id={metric_da}"]
+    spec.base.overrides = [*spec.base.overrides, *hf]
+    with pytest.raises(ConfigError, match="sweeps do not read one themselves yet"):
+        base_experiment(spec)
+    with pytest.raises(ConfigError, match="bench kd takes its teacher from"):
+        check_benchmark_config(_config(home, metric_da))
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import mlflow
 import pytest
 from ray.train import UserCallback
 
+from depthkd.config.loader import with_values
 from depthkd.data.shards import sha256_file
 from depthkd.models.serialization import load_model
 from depthkd.train.jobs import prepare_job, run_job
@@ -27,7 +28,9 @@ def _history(ctx, key: str) -> list[int]:
 
 
 def test_local_mode_distill_end_to_end(embedded_ray, home: Path) -> None:
-    cfg = tiny_config(home, distill={"steps": 2}, train={"eval_every": 2})
+    model = {"student": {"name": "mobilenetv2_050", "decoder_channels": [8, 8, 16, 16]}}
+    model["teacher"] = {"name": "swin_micro", "licence": "cc-by-nc-4.0"}
+    cfg = tiny_config(home, distill={"steps": 2}, train={"eval_every": 2}, model=model)
     ctx = run_job(prepare_job(cfg, "distill", progress=False), log=lambda *_: None)
     assert set(ctx.results) == {"acclimate", "distill"}
     assert ctx.results["distill"].metrics["step"] == 2
@@ -42,7 +45,7 @@ def test_local_mode_distill_end_to_end(embedded_ray, home: Path) -> None:
     acclimated = ctx.results["acclimate"].exports["teacher"]
     assert student.tags["teacher"] == "swin_micro (trained by this job)"
     assert student.tags["teacher_sha256"] == sha256_file(acclimated)
-    assert student.tags["teacher_licence"] == "not stated"
+    assert student.tags["teacher_licence"] == "cc-by-nc-4.0"
     card = student.description
     assert card.startswith("**depthkd CNN student**: `mobilenetv2_050`, trained by job `tiny`")
     assert "* val: abs_rel " in card and "* test (nyu-eigen): abs_rel " in card
@@ -55,6 +58,21 @@ def test_local_mode_distill_end_to_end(embedded_ray, home: Path) -> None:
     # the teacher's own accuracy before (step 0) and after acclimation is in the run
     assert _history(ctx, "acclimate/val/abs_rel") == [0, 2]
     assert _history(ctx, "distill/val/abs_rel") == [2]
+
+    # a later job distils from the registered teacher without restating its licence: inherited
+    later = with_values(
+        cfg,
+        {
+            "name": "later",
+            "distill.teacher": "depthkd-acclimated-teacher@newest",
+            "model.teacher.licence": None,
+        },
+    )
+    again = run_job(prepare_job(later, "distill", progress=False), log=lambda *_: None)
+    assert list(again.results) == ["distill"]
+    student = client.get_model_version_by_alias("depthkd-student", "challenger")
+    assert student.tags["teacher"] == "depthkd-acclimated-teacher@newest"
+    assert student.tags["teacher_licence"] == "cc-by-nc-4.0"
 
 
 def test_ddp_worker_failure_resumes_and_driver_resume_continues(embedded_ray, home: Path) -> None:

@@ -80,3 +80,6 @@ def test_stage_settings_follow_every_part_that_decides_the_model(tmp_path: Path)
         other = with_values(cfg, change)
         assert stage_settings(other, other.supervised, tmp_path / "shards") != base, change
     assert stage_settings(cfg, cfg.supervised, tmp_path / "elsewhere") != base
+    # the teacher's licence is a label, not a setting: declaring it trains nothing again
+    labelled = with_values(cfg, {"model.teacher.licence": "apache-2.0"})
+    assert stage_settings(labelled, labelled.supervised, tmp_path / "shards") == base
