@@ -28,16 +28,20 @@ H, W = 80, 256  # divisible by neither 14 nor 32
 FEATURE_SIZES = [(20, 64), (10, 32), (5, 16), (3, 8)]  # ceil(80 / r), ceil(256 / r)
 
 
+# the ViT and neck both tiny DPTs share
+TINY_DPT = {
+    **TINY_VIT,
+    "num_hidden_layers": 4,
+    "image_size": 64,
+    "patch_size": 16,
+    "backbone_out_indices": [0, 1, 2, 3],
+    "neck_hidden_sizes": NECK,
+    "fusion_hidden_size": 16,
+}
+
+
 def _dpt() -> transformers.PretrainedConfig:
-    return transformers.DPTConfig(
-        **TINY_VIT,
-        num_hidden_layers=4,
-        image_size=64,
-        patch_size=16,
-        backbone_out_indices=[0, 1, 2, 3],
-        neck_hidden_sizes=NECK,
-        fusion_hidden_size=16,
-    )
+    return transformers.DPTConfig(**TINY_DPT)
 
 
 def _dpt_hybrid() -> transformers.PretrainedConfig:
@@ -52,16 +56,10 @@ def _dpt_hybrid() -> transformers.PretrainedConfig:
         out_features=["stage1", "stage2", "stage3"],
     )
     return transformers.DPTConfig(
-        **TINY_VIT,
+        **TINY_DPT,
         is_hybrid=True,
         backbone_config=bit,
         backbone_featmap_shape=[1, 32, 4, 4],
-        num_hidden_layers=4,
-        image_size=64,
-        patch_size=16,
-        backbone_out_indices=[0, 1, 2, 3],
-        neck_hidden_sizes=NECK,
-        fusion_hidden_size=16,
         readout_type="project",
     )
 
