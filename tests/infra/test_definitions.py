@@ -54,7 +54,8 @@ from tests.infra.parsing import (
 RAY_SECRET_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")  # every Ray container needs them
 AWS_KEY = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
 GPU_TAINT = "nvidia.com/gpu"
-INSTALL_PROJECT = re.compile(r"pip install (?:-c \S+ )?\.(?:\s|$)")  # `pip install [-c LOCK] .`
+# `pip install [-c LOCK] ".[hf]"`: the project with its Hugging Face teachers
+INSTALL_PROJECT = re.compile(r'pip install (?:-c \S+ )?"\.\[hf\]"(?:\s|$)')
 SHARED_CLAIM = "depthkd-shared"
 GPU_DOCKERFILE = INFRA / "docker" / "Dockerfile.gpu"
 CPU_DOCKERFILE = INFRA / "docker" / "Dockerfile.cpu"
